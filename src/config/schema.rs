@@ -1,0 +1,294 @@
+//! The YAML schema, as sysadmins write it. Every struct refuses unknown keys.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::values::{
+    HostPattern, HumanDuration, ListenAddress, LogLevel, StringOrStruct, UpstreamUrl,
+};
+use crate::attribution::AttributionConfig;
+use crate::classify::{ClassificationConfig, SiteClassificationConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Addresses the proxy accepts clients on.
+    #[serde(deserialize_with = "listeners")]
+    pub listen: Vec<Listener>,
+    /// Process-wide settings (threads, shutdown, forwarded headers).
+    #[serde(default)]
+    pub server: ServerSettings,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogSettings,
+    /// Runs the built-in demo origin inside the darklight process.
+    #[serde(default)]
+    pub demo: Option<DemoSettings>,
+    /// The sites darklight fronts, routed by `Host`.
+    pub sites: Vec<SiteConfig>,
+    /// Classification rules added to, or overriding, the built-in source database.
+    #[serde(default)]
+    pub classification: ClassificationConfig,
+    /// What the application behind darklight receives.
+    #[serde(default)]
+    pub attribution: AttributionConfig,
+    /// Span export.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+fn listeners<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Listener>, D::Error> {
+    let entries = Vec::<StringOrStruct<Listener>>::deserialize(deserializer)?;
+    if entries.is_empty() {
+        return Err(serde::de::Error::custom(
+            "`listen` needs at least one address, such as `0.0.0.0:8080`",
+        ));
+    }
+    Ok(entries.into_iter().map(|e| e.0).collect())
+}
+
+/// One listening socket, plain TCP or TLS.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// `IP:port`.
+    pub address: ListenAddress,
+    /// Terminate TLS on this socket with these files.
+    #[serde(default)]
+    pub tls: Option<ListenerTls>,
+}
+
+impl From<ListenAddress> for Listener {
+    fn from(address: ListenAddress) -> Self {
+        Listener { address, tls: None }
+    }
+}
+
+/// Certificate and key for a TLS listener (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// Certificate chain, PEM.
+    pub cert: PathBuf,
+    /// Private key, PEM.
+    pub key: PathBuf,
+    /// Offer HTTP/2 to clients through ALPN.
+    #[serde(default = "yes")]
+    pub http2: bool,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Worker threads for the proxy; 0 means one per CPU.
+    pub threads: usize,
+    /// How long in-flight requests may finish after SIGTERM before darklight stops.
+    pub grace_period: HumanDuration,
+    /// How long services may take to stop after the grace period.
+    pub shutdown_timeout: HumanDuration,
+    /// Keep `X-Forwarded-For`/`Forwarded` sent by the client and append to them. Only enable
+    /// behind a trusted load balancer: otherwise clients can forge their address.
+    pub trust_forwarded_headers: bool,
+    /// Idle upstream connections kept for reuse, across all upstreams.
+    pub upstream_keepalive_pool: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: 0,
+            grace_period: HumanDuration(std::time::Duration::from_secs(10)),
+            shutdown_timeout: HumanDuration(std::time::Duration::from_secs(5)),
+            trust_forwarded_headers: false,
+            upstream_keepalive_pool: 128,
+        }
+    }
+}
+
+/// Logging settings; `RUST_LOG`, when set, wins over `level`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// Verbosity.
+    pub level: LogLevel,
+    /// Line format.
+    pub format: LogFormat,
+    /// One line per request, target `darklight::access`.
+    pub access_log: bool,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The built-in demo origin.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    /// Where the demo origin listens; keep it on loopback.
+    #[serde(default = "demo_listen")]
+    pub listen: ListenAddress,
+}
+
+fn demo_listen() -> ListenAddress {
+    ListenAddress(std::net::SocketAddr::from(([127, 0, 0, 1], 3000)))
+}
+
+/// One site: the hosts it answers for and where its requests go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// A short name, used in logs and spans.
+    pub name: String,
+    /// Host names (`www.example.com`) and wildcards (`*.example.com`). A site with no hosts is
+    /// the default site.
+    #[serde(default)]
+    pub hosts: Vec<HostPattern>,
+    /// Serve requests whose `Host` matches no site. At most one site may be the default.
+    #[serde(default)]
+    pub default: bool,
+    /// Origin servers, used round-robin.
+    #[serde(deserialize_with = "upstreams")]
+    pub upstreams: Vec<UpstreamUrl>,
+    /// Active health checks; without them every upstream is always eligible.
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    /// TLS settings for `https://` upstreams.
+    #[serde(default)]
+    pub upstream_tls: UpstreamTlsConfig,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Send the client's `Host` to the upstream (true) or the upstream's own host (false).
+    #[serde(default = "yes")]
+    pub preserve_host: bool,
+    /// Site-specific classification: landing paths that are not deep links, and so on.
+    #[serde(default)]
+    pub classification: SiteClassificationConfig,
+}
+
+fn upstreams<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<UpstreamUrl>, D::Error> {
+    let list = Vec::<UpstreamUrl>::deserialize(deserializer)?;
+    if list.is_empty() {
+        return Err(serde::de::Error::custom(
+            "`upstreams` needs at least one upstream, such as `http://127.0.0.1:3000`",
+        ));
+    }
+    Ok(list)
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Active health checking of a site's upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `tcp` (connect only) or `http` (a GET that must answer 2xx).
+    #[serde(default)]
+    pub kind: HealthCheckKind,
+    /// Time between checks.
+    #[serde(default = "health_interval")]
+    pub interval: HumanDuration,
+    /// Path requested by `http` checks.
+    #[serde(default = "health_path")]
+    pub path: String,
+    /// `Host` sent by `http` checks; defaults to the upstream host.
+    #[serde(default)]
+    pub host: Option<String>,
+}
+
+fn health_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+
+fn health_path() -> String {
+    "/".to_string()
+}
+
+/// How an upstream is probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// A TCP (or TLS) connection must succeed.
+    #[default]
+    Tcp,
+    /// An HTTP GET must return a 2xx status.
+    Http,
+}
+
+/// TLS towards `https://` upstreams.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamTlsConfig {
+    /// SNI and certificate name to use; defaults to the upstream URL's host.
+    pub sni: Option<String>,
+    /// Verify the upstream certificate chain and host name.
+    pub verify: bool,
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        UpstreamTlsConfig {
+            sni: None,
+            verify: true,
+        }
+    }
+}
+
+/// Upstream timeouts; a slow upstream gets a 504, a dead one a 502.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// TCP (and TLS) connection establishment.
+    pub connect: HumanDuration,
+    /// Waiting for each read from the upstream, including the response header.
+    pub read: HumanDuration,
+    /// Waiting for each write to the upstream.
+    pub write: HumanDuration,
+    /// How long an idle kept-alive upstream connection is kept.
+    pub idle: HumanDuration,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        let secs = |s| HumanDuration(std::time::Duration::from_secs(s));
+        TimeoutConfig {
+            connect: secs(5),
+            read: secs(60),
+            write: secs(60),
+            idle: secs(60),
+        }
+    }
+}
+
+/// Span export to an OpenTelemetry collector.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Turn span export on or off.
+    pub enabled: bool,
+}

@@ -1,0 +1,18 @@
+//! darklight: dark social attribution as a reverse-proxy middleware.
+//!
+//! The crate is split into a pure core and the edges around it:
+//!
+//! * [`classify`] — request facts in, a [`classify::Classification`] out. No I/O, no async.
+//! * [`attribution`] — the headers and signed cookies the application receives. Pure.
+//! * [`routing`] — which configured site answers a host. Pure.
+//! * [`config`] — the YAML schema, validation with file/line/column errors.
+//! * `proxy` (feature `proxy`) — the Pingora glue: the ready reverse-proxy app, the server that
+//!   runs it, and the demo origin.
+
+pub mod attribution;
+pub mod classify;
+pub mod config;
+pub mod offline;
+#[cfg(feature = "proxy")]
+pub mod proxy;
+pub mod routing;
