@@ -1,0 +1,229 @@
+//! The `darklight` command: run the proxy, check a configuration, classify logs offline, or
+//! run the demo origin.
+
+use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use darklight::classify::{Classifier, SiteProfile};
+use darklight::config::{self, Config, LogFormat, LogLevel};
+
+/// Dark social attribution as a reverse proxy.
+#[derive(Debug, Parser)]
+#[command(name = "darklight", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start the reverse proxy.
+    Run {
+        /// The YAML configuration file.
+        #[arg(short, long, default_value = "/etc/darklight/darklight.yaml")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print a summary; exits non-zero when it is invalid.
+    Check {
+        /// The YAML configuration file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Classify requests offline from JSON lines or combined access-log lines.
+    Classify {
+        /// Use the classification rules (and first site's shallow paths) of this configuration.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Print a table of visits per channel and source instead of one JSON line per request.
+        #[arg(long)]
+        summary: bool,
+        /// Input file; `-` or nothing reads standard input.
+        input: Option<PathBuf>,
+    },
+    /// Run only the built-in demo origin.
+    Demo {
+        /// Address for the demo origin.
+        #[arg(short, long, default_value = "127.0.0.1:3000")]
+        listen: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("darklight: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => serve(&config),
+        Command::Check { config } => check(&config),
+        Command::Classify {
+            config,
+            summary,
+            input,
+        } => classify(config.as_deref(), summary, input.as_deref()),
+        Command::Demo { listen } => {
+            init_logging(LogLevel::Info, LogFormat::Text);
+            let server = darklight::proxy::server::build_demo_server(&listen)?;
+            tracing::info!(%listen, "demo origin listening");
+            server.run(pingora::server::RunArgs::default());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn serve(path: &Path) -> Result<ExitCode> {
+    let config = config::load(path)?;
+    init_logging(config.log.level, config.log.format);
+    let server = darklight::proxy::build_server(&config)
+        .with_context(|| format!("cannot start with {}", path.display()))?;
+    for listener in &config.listen {
+        let scheme = if listener.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        tracing::info!(address = %listener.address, scheme, "darklight listening");
+    }
+    if let Some(demo) = &config.demo {
+        tracing::info!(address = %demo.listen, "demo origin listening");
+    }
+    // Pingora handles SIGTERM (graceful: finish in-flight requests within the grace period)
+    // and SIGINT (fast shutdown), then returns here.
+    server.run(pingora::server::RunArgs::default());
+    tracing::info!("darklight stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(path: &Path) -> Result<ExitCode> {
+    let config = match config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Err(error) = Classifier::new(&config.classification) {
+        eprintln!("{}: classification: {error}", path.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut out = std::io::stdout().lock();
+    write_summary(&mut out, path, &config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `check` summary: enough for a sysadmin to see what will be served where.
+fn write_summary(out: &mut impl Write, path: &Path, config: &Config) -> Result<()> {
+    writeln!(out, "{}: configuration is valid", path.display())?;
+    for listener in &config.listen {
+        let tls = if listener.tls.is_some() { " (tls)" } else { "" };
+        writeln!(out, "  listen {}{tls}", listener.address)?;
+    }
+    let default = config::default_site(config);
+    for (index, site) in config.sites.iter().enumerate() {
+        let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
+        let mut matched = hosts.join(", ");
+        if default == Some(index) {
+            if !matched.is_empty() {
+                matched.push_str(", ");
+            }
+            matched.push_str("any other host");
+        }
+        let upstreams: Vec<&str> = site.upstreams.iter().map(|u| u.original.as_str()).collect();
+        writeln!(
+            out,
+            "  site {}: {} -> {}",
+            site.name,
+            matched,
+            upstreams.join(", ")
+        )?;
+    }
+    if default.is_none() {
+        writeln!(out, "  requests for other hosts get 404")?;
+    }
+    if let Some(demo) = &config.demo {
+        writeln!(out, "  demo origin on {}", demo.listen)?;
+    }
+    Ok(())
+}
+
+fn classify(config_path: Option<&Path>, summary: bool, input: Option<&Path>) -> Result<ExitCode> {
+    let (classifier, site) = match config_path {
+        Some(path) => {
+            let config = config::load(path)?;
+            let classifier = Classifier::new(&config.classification)
+                .with_context(|| format!("{}: classification rules", path.display()))?;
+            let site = match config.sites.first() {
+                Some(site) => {
+                    let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
+                    SiteProfile::new(&hosts, &site.classification)
+                        .with_context(|| format!("site `{}`", site.name))?
+                }
+                None => SiteProfile::permissive_default(),
+            };
+            (classifier, site)
+        }
+        None => (
+            Classifier::builtin().context("built-in classification rules")?,
+            SiteProfile::permissive_default(),
+        ),
+    };
+    let reader: Box<dyn BufRead> = match input {
+        None => Box::new(std::io::stdin().lock()),
+        Some(path) if path == Path::new("-") => Box::new(std::io::stdin().lock()),
+        Some(path) => Box::new(BufReader::new(
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
+        )),
+    };
+    let options = darklight::offline::OfflineOptions {
+        summary,
+        ..Default::default()
+    };
+    let stdout = std::io::stdout().lock();
+    let mut stderr = std::io::stderr().lock();
+    let report = darklight::offline::classify_stream(
+        reader,
+        stdout,
+        &mut stderr,
+        &classifier,
+        &site,
+        &options,
+    )?;
+    if summary {
+        report.write_summary(&mut std::io::stdout().lock())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(level: LogLevel, format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        // Pingora logs every proxy error at error level already; keep its info chatter out of
+        // the default view while darklight's own info lines (the access log) stay.
+        EnvFilter::new(format!(
+            "{},pingora_core=warn,pingora_proxy=warn",
+            level.as_str()
+        ))
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let result = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Err(error) = result {
+        eprintln!("darklight: logging already initialised: {error}");
+    }
+}

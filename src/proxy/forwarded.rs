@@ -1,0 +1,192 @@
+//! Forwarding headers: `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
+//!
+//! By default darklight is the edge: whatever the client sent in these headers is dropped and
+//! replaced, so a visitor cannot forge its address. Behind a trusted load balancer
+//! (`server.trust_forwarded_headers: true`) the existing values are kept and extended.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use http::HeaderValue;
+use pingora::Result;
+use pingora::http::RequestHeader;
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+const X_FORWARDED_HOST: &str = "x-forwarded-host";
+const FORWARDED: &str = "forwarded";
+const X_REAL_IP: &str = "x-real-ip";
+
+/// Sets the forwarding headers on the request sent upstream.
+pub fn apply(
+    request: &mut RequestHeader,
+    client_ip: Option<IpAddr>,
+    tls: bool,
+    original_host: Option<&HeaderValue>,
+    trust_incoming: bool,
+) -> Result<()> {
+    let proto = if tls { "https" } else { "http" };
+    let existing_for = joined(request, X_FORWARDED_FOR);
+    let existing_forwarded = joined(request, FORWARDED);
+    if !trust_incoming {
+        for name in [
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            FORWARDED,
+            X_REAL_IP,
+        ] {
+            request.remove_header(name);
+        }
+    }
+
+    let client = client_ip.map(|ip| ip.to_string());
+    if let Some(client) = &client {
+        let value = match existing_for.filter(|_| trust_incoming) {
+            Some(previous) => format!("{previous}, {client}"),
+            None => client.clone(),
+        };
+        request.insert_header(X_FORWARDED_FOR, value)?;
+    }
+    if !(trust_incoming && request.headers.contains_key(X_FORWARDED_PROTO)) {
+        request.insert_header(X_FORWARDED_PROTO, proto)?;
+    }
+    let host = original_host
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| is_token_safe(h));
+    if let Some(host) = host
+        && !(trust_incoming && request.headers.contains_key(X_FORWARDED_HOST))
+    {
+        request.insert_header(X_FORWARDED_HOST, host)?;
+    }
+
+    let mut element = String::with_capacity(64);
+    match client_ip {
+        Some(IpAddr::V6(ip)) => {
+            let _ = write!(element, "for=\"[{ip}]\"");
+        }
+        Some(IpAddr::V4(ip)) => {
+            let _ = write!(element, "for={ip}");
+        }
+        None => element.push_str("for=unknown"),
+    }
+    let _ = write!(element, ";proto={proto}");
+    if let Some(host) = host {
+        let _ = write!(element, ";host=\"{host}\"");
+    }
+    let value = match existing_forwarded.filter(|_| trust_incoming) {
+        Some(previous) => format!("{previous}, {element}"),
+        None => element,
+    };
+    request.insert_header(FORWARDED, value)?;
+    Ok(())
+}
+
+/// All values of a header joined with `, `, as a list-valued header reads.
+fn joined(request: &RequestHeader, name: &str) -> Option<String> {
+    let mut values = request
+        .headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    let first = values.next()?.to_string();
+    Some(values.fold(first, |mut all, v| {
+        all.push_str(", ");
+        all.push_str(v);
+        all
+    }))
+}
+
+/// A host value safe to put inside a quoted `Forwarded` parameter.
+fn is_token_safe(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut request = RequestHeader::build("GET", b"/", None).unwrap_or_else(|e| panic!("{e}"));
+        for (name, value) in headers {
+            request
+                .append_header(name.to_string(), *value)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        request
+    }
+
+    fn header(request: &RequestHeader, name: &str) -> Option<String> {
+        joined(request, name)
+    }
+
+    #[test]
+    fn edge_mode_replaces_client_values() {
+        let mut r = request(&[
+            ("X-Forwarded-For", "6.6.6.6"),
+            ("Forwarded", "for=6.6.6.6"),
+            ("X-Real-IP", "6.6.6.6"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        let host = HeaderValue::from_static("example.com");
+        apply(
+            &mut r,
+            Some("203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}"))),
+            false,
+            Some(&host),
+            false,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(header(&r, X_FORWARDED_FOR).as_deref(), Some("203.0.113.9"));
+        assert_eq!(header(&r, X_FORWARDED_PROTO).as_deref(), Some("http"));
+        assert_eq!(header(&r, X_FORWARDED_HOST).as_deref(), Some("example.com"));
+        assert_eq!(
+            header(&r, FORWARDED).as_deref(),
+            Some("for=203.0.113.9;proto=http;host=\"example.com\"")
+        );
+        assert_eq!(header(&r, X_REAL_IP), None);
+    }
+
+    #[test]
+    fn trusted_mode_appends() {
+        let mut r = request(&[
+            ("X-Forwarded-For", "198.51.100.1"),
+            ("X-Forwarded-For", "198.51.100.2"),
+            ("Forwarded", "for=198.51.100.1"),
+            ("X-Forwarded-Proto", "https"),
+        ]);
+        apply(
+            &mut r,
+            Some("::1".parse().unwrap_or_else(|e| panic!("{e}"))),
+            false,
+            None,
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            header(&r, X_FORWARDED_FOR).as_deref(),
+            Some("198.51.100.1, 198.51.100.2, ::1")
+        );
+        assert_eq!(header(&r, X_FORWARDED_PROTO).as_deref(), Some("https"));
+        assert_eq!(
+            header(&r, FORWARDED).as_deref(),
+            Some("for=198.51.100.1, for=\"[::1]\";proto=http")
+        );
+    }
+
+    #[test]
+    fn hostile_host_is_not_copied_into_forwarded() {
+        let mut r = request(&[]);
+        let host = HeaderValue::from_static("a\"b");
+        apply(&mut r, None, true, Some(&host), false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            header(&r, FORWARDED).as_deref(),
+            Some("for=unknown;proto=https")
+        );
+        assert_eq!(header(&r, X_FORWARDED_HOST), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Pingora glue: the ready reverse-proxy app, the server that runs it, and the demo origin.
+
+mod access_log;
+pub mod app;
+pub mod demo;
+mod forwarded;
+pub mod plugin;
+pub mod server;
+pub mod upstream;
+
+pub use app::{DarklightProxy, ProxyState};
+pub use server::{RunError, build_server};

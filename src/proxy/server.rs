@@ -1,0 +1,140 @@
+//! Builds the Pingora server for a configuration: the proxy service with its listeners, one
+//! health-check service per checked site, and the demo origin when configured.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::proxy::http_proxy_service_with_name;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use super::app::{BuildError, DarklightProxy, PreparedState};
+use super::demo::DemoOrigin;
+use crate::config::Config;
+
+/// Why darklight could not start serving.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The configuration could not be turned into a running proxy.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// A listen address cannot be bound (in use, or not an address of this machine).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address from the configuration.
+        address: String,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS certificate or key could not be loaded.
+    #[error("listener {address}: cannot load TLS certificate/key: {reason}")]
+    Tls {
+        /// The listener address.
+        address: String,
+        /// Pingora's message.
+        reason: String,
+    },
+}
+
+/// Builds a ready-to-run Pingora server for `config`.
+///
+/// Listen addresses are probed first so that a port already in use is a clear error here
+/// rather than a failure inside Pingora's startup.
+pub fn build_server(config: &Config) -> Result<Server, RunError> {
+    probe_listeners(config)?;
+
+    let conf = ServerConf {
+        threads: match config.server.threads {
+            0 => std::thread::available_parallelism().map_or(1, usize::from),
+            n => n,
+        },
+        grace_period_seconds: Some(config.server.grace_period.0.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.0.as_secs()),
+        upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let prepared = PreparedState::new(config)?;
+    let state = prepared.into_state(|site, balancer| {
+        let service = background_service(&format!("health check for site {site}"), balancer);
+        let shared = service.task();
+        server.add_service(service);
+        shared
+    });
+
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        DarklightProxy::new(Arc::new(state)),
+        "darklight proxy",
+    );
+    for listener in &config.listen {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&address),
+            Some(tls) => {
+                let tls_error = |reason: String| RunError::Tls {
+                    address: address.clone(),
+                    reason,
+                };
+                let cert = tls
+                    .cert
+                    .to_str()
+                    .ok_or_else(|| tls_error("certificate path is not UTF-8".into()))?;
+                let key = tls
+                    .key
+                    .to_str()
+                    .ok_or_else(|| tls_error("key path is not UTF-8".into()))?;
+                let mut settings =
+                    TlsSettings::intermediate(cert, key).map_err(|e| tls_error(e.to_string()))?;
+                if tls.http2 {
+                    settings.enable_h2();
+                }
+                proxy.add_tls_with_settings(&address, None, settings);
+            }
+        }
+    }
+    server.add_service(proxy);
+
+    if let Some(demo) = &config.demo {
+        let mut origin = Service::new("demo origin".to_string(), HttpServer::new_app(DemoOrigin));
+        origin.add_tcp(&demo.listen.to_string());
+        server.add_service(origin);
+    }
+    Ok(server)
+}
+
+/// Builds a server that runs only the demo origin, for `darklight demo`.
+pub fn build_demo_server(listen: &str) -> Result<Server, RunError> {
+    probe(listen)?;
+    let mut server = Server::new_with_opt_and_conf(None, ServerConf::default());
+    server.bootstrap();
+    let mut origin = Service::new("demo origin".to_string(), HttpServer::new_app(DemoOrigin));
+    origin.add_tcp(listen);
+    server.add_service(origin);
+    Ok(server)
+}
+
+fn probe_listeners(config: &Config) -> Result<(), RunError> {
+    let demo = config.demo.iter().map(|d| d.listen);
+    for address in config.listen.iter().map(|l| l.address).chain(demo) {
+        probe(&address.to_string())?;
+    }
+    Ok(())
+}
+
+fn probe(address: &str) -> Result<(), RunError> {
+    TcpListener::bind(address)
+        .map(drop)
+        .map_err(|source| RunError::Bind {
+            address: address.to_string(),
+            source,
+        })
+}

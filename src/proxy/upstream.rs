@@ -1,0 +1,262 @@
+//! A site's upstream pool: resolved addresses, round-robin selection, optional health checks,
+//! and the [`HttpPeer`] settings (TLS, SNI, timeouts) each request is sent with.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use pingora::lb::LoadBalancer;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::upstreams::peer::HttpPeer;
+
+use crate::config::{HealthCheckKind, SiteConfig, UpstreamScheme, UpstreamUrl};
+
+/// Why a site's upstreams could not be prepared.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// A host name did not resolve.
+    #[error("site `{site}`: upstream `{upstream}` cannot be resolved: {reason}")]
+    Resolve {
+        /// Site name.
+        site: String,
+        /// Upstream as written.
+        upstream: String,
+        /// Resolver message.
+        reason: String,
+    },
+    /// Two upstream URLs of one site resolve to the same address.
+    #[error("site `{site}`: upstreams `{first}` and `{second}` are the same address {address}")]
+    Duplicate {
+        /// Site name.
+        site: String,
+        /// First upstream as written.
+        first: String,
+        /// Second upstream as written.
+        second: String,
+        /// The shared address.
+        address: SocketAddr,
+    },
+    /// Pingora refused the health check request.
+    #[error("site `{site}`: health check: {reason}")]
+    HealthCheck {
+        /// Site name.
+        site: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// How to reach one resolved upstream address.
+#[derive(Debug, Clone)]
+pub struct UpstreamTarget {
+    /// The URL it came from.
+    pub url: UpstreamUrl,
+    /// Resolved address.
+    pub address: SocketAddr,
+    /// Pre-built peer, cloned per request (cheap) so the request path builds nothing.
+    peer: HttpPeer,
+}
+
+impl UpstreamTarget {
+    /// A fresh peer for one request.
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.peer.clone())
+    }
+
+    /// The `Host` value to send when the site does not preserve the client's.
+    pub fn host_header(&self) -> String {
+        let default_port = match self.url.scheme {
+            UpstreamScheme::Http => 80,
+            UpstreamScheme::Https => 443,
+        };
+        let host = if self.url.host.contains(':') {
+            format!("[{}]", self.url.host)
+        } else {
+            self.url.host.clone()
+        };
+        if self.url.port == default_port {
+            host
+        } else {
+            format!("{host}:{}", self.url.port)
+        }
+    }
+}
+
+/// A site's upstreams, resolved and with their balancer built, before the server runs it.
+pub struct PreparedPool {
+    balancer: LoadBalancer<RoundRobin>,
+    targets: HashMap<SocketAddr, UpstreamTarget>,
+    health_checked: bool,
+}
+
+impl PreparedPool {
+    /// Resolves a site's upstreams and prepares its balancer and health checks.
+    pub fn new(site: &SiteConfig) -> Result<Self, UpstreamError> {
+        let mut targets: HashMap<SocketAddr, UpstreamTarget> = HashMap::new();
+        for url in &site.upstreams {
+            let address = resolve(url).map_err(|reason| UpstreamError::Resolve {
+                site: site.name.clone(),
+                upstream: url.original.clone(),
+                reason,
+            })?;
+            if let Some(existing) = targets.get(&address) {
+                return Err(UpstreamError::Duplicate {
+                    site: site.name.clone(),
+                    first: existing.url.original.clone(),
+                    second: url.original.clone(),
+                    address,
+                });
+            }
+            let peer = build_peer(site, url, address);
+            targets.insert(
+                address,
+                UpstreamTarget {
+                    url: url.clone(),
+                    address,
+                    peer,
+                },
+            );
+        }
+
+        let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(targets.keys().copied())
+            .map_err(|e| UpstreamError::Resolve {
+                site: site.name.clone(),
+                upstream: String::new(),
+                reason: e.to_string(),
+            })?;
+
+        if let Some(check) = &site.health_check {
+            let first = site.upstreams.first();
+            let tls = first.is_some_and(|u| u.scheme == UpstreamScheme::Https);
+            let host = check
+                .host
+                .clone()
+                .or_else(|| site.upstream_tls.sni.clone())
+                .or_else(|| first.map(|u| u.host.clone()))
+                .unwrap_or_default();
+            let health: Box<dyn HealthCheck + Send + Sync> = match check.kind {
+                HealthCheckKind::Tcp if tls => TcpHealthCheck::new_tls(&host),
+                HealthCheckKind::Tcp => TcpHealthCheck::new(),
+                HealthCheckKind::Http => Box::new(
+                    http_health_check(&host, tls, &check.path).map_err(|reason| {
+                        UpstreamError::HealthCheck {
+                            site: site.name.clone(),
+                            reason,
+                        }
+                    })?,
+                ),
+            };
+            balancer.set_health_check(health);
+            balancer.health_check_frequency = Some(check.interval.0);
+        }
+
+        Ok(PreparedPool {
+            balancer,
+            targets,
+            health_checked: site.health_check.is_some(),
+        })
+    }
+
+    /// Finishes the pool. A health-checked balancer is handed to `run_health_checks`, which
+    /// starts it as a background service and returns the handle requests share with it.
+    pub fn into_pool(
+        self,
+        run_health_checks: impl FnOnce(LoadBalancer<RoundRobin>) -> Arc<LoadBalancer<RoundRobin>>,
+    ) -> UpstreamPool {
+        let balancer = if self.health_checked {
+            run_health_checks(self.balancer)
+        } else {
+            Arc::new(self.balancer)
+        };
+        UpstreamPool {
+            balancer,
+            targets: self.targets,
+        }
+    }
+}
+
+/// All upstreams of one site and the balancer that picks among them.
+pub struct UpstreamPool {
+    balancer: Arc<LoadBalancer<RoundRobin>>,
+    targets: HashMap<SocketAddr, UpstreamTarget>,
+}
+
+impl UpstreamPool {
+    /// Picks the next healthy upstream, round-robin.
+    pub fn select(&self) -> Option<&UpstreamTarget> {
+        let backend = self.balancer.select(b"", 256)?;
+        self.targets.get(backend.addr.as_inet()?)
+    }
+
+    /// The upstream at `address`, if it belongs to this pool.
+    pub fn target(&self, address: SocketAddr) -> Option<&UpstreamTarget> {
+        self.targets.get(&address)
+    }
+
+    /// Every upstream of the pool, for summaries.
+    pub fn targets(&self) -> impl Iterator<Item = &UpstreamTarget> {
+        self.targets.values()
+    }
+}
+
+fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
+    if let Ok(ip) = url.host.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, url.port));
+    }
+    (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .map_err(|e| e.to_string())?
+        .next()
+        .ok_or_else(|| "no address found".to_string())
+}
+
+fn build_peer(site: &SiteConfig, url: &UpstreamUrl, address: SocketAddr) -> HttpPeer {
+    let tls = url.scheme == UpstreamScheme::Https;
+    let sni = if tls {
+        site.upstream_tls
+            .sni
+            .clone()
+            .unwrap_or_else(|| url.host.clone())
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(address, tls, sni);
+    let timeouts = &site.timeouts;
+    peer.options.connection_timeout = Some(timeouts.connect.0);
+    peer.options.total_connection_timeout = Some(timeouts.connect.0);
+    peer.options.read_timeout = Some(timeouts.read.0);
+    peer.options.write_timeout = Some(timeouts.write.0);
+    peer.options.idle_timeout = Some(timeouts.idle.0);
+    peer.options.verify_cert = site.upstream_tls.verify;
+    peer.options.verify_hostname = site.upstream_tls.verify;
+    peer
+}
+
+fn http_health_check(host: &str, tls: bool, path: &str) -> Result<HttpHealthCheck, String> {
+    let mut check = HttpHealthCheck::new(host, tls);
+    let mut request = pingora::http::RequestHeader::build("GET", path.as_bytes(), None)
+        .map_err(|e| format!("invalid path `{path}`: {e}"))?;
+    request
+        .insert_header("Host", host)
+        .map_err(|e| format!("invalid host `{host}`: {e}"))?;
+    request
+        .insert_header(
+            "User-Agent",
+            concat!("darklight-health/", env!("CARGO_PKG_VERSION")),
+        )
+        .map_err(|e| e.to_string())?;
+    check.req = request;
+    check.validator = Some(Box::new(|response| {
+        if response.status.is_success() {
+            Ok(())
+        } else {
+            pingora::Error::e_explain(
+                pingora::ErrorType::Custom("unhealthy status"),
+                format!("health check answered {}", response.status),
+            )
+        }
+    }));
+    Ok(check)
+}

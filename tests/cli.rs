@@ -1,0 +1,144 @@
+//! The `darklight` command line: `check` messages and summaries, compared with golden files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+
+use common::{darklight, data};
+
+/// Compares `actual` with the golden file `tests/data/cli/NAME`; `UPDATE_GOLDEN=1` rewrites it.
+fn assert_golden(name: &str, actual: &str) {
+    let path = data(&format!("cli/{name}"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (run with UPDATE_GOLDEN=1 to create it)",
+            path.display()
+        )
+    });
+    assert_eq!(actual, expected, "output differs from {}", path.display());
+}
+
+mod check_errors {
+    use super::*;
+
+    fn check_fails(config: &str) -> String {
+        let path = format!("tests/data/config/{config}");
+        let (code, stdout, stderr) = darklight(&["check", "--config", &path]);
+        assert_eq!(code, 1, "check should fail for {config}; stdout: {stdout}");
+        assert!(stdout.is_empty(), "{stdout}");
+        stderr
+    }
+
+    #[test]
+    fn unknown_key() {
+        let stderr = check_fails("unknown-key.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/unknown-key.yaml:5:5: "),
+            "{stderr}"
+        );
+        assert_golden("check-unknown-key.txt", &stderr);
+    }
+
+    #[test]
+    fn bad_address() {
+        let stderr = check_fails("bad-address.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/bad-address.yaml:3:5: "),
+            "{stderr}"
+        );
+        assert_golden("check-bad-address.txt", &stderr);
+    }
+
+    #[test]
+    fn missing_upstream() {
+        let stderr = check_fails("missing-upstream.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/missing-upstream.yaml:6:5: "),
+            "{stderr}"
+        );
+        assert!(stderr.contains("missing field `upstreams`"), "{stderr}");
+        assert_golden("check-missing-upstream.txt", &stderr);
+    }
+
+    #[test]
+    fn duplicate_host() {
+        let stderr = check_fails("duplicate-host.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/duplicate-host.yaml:7:31: "),
+            "{stderr}"
+        );
+        assert_golden("check-duplicate-host.txt", &stderr);
+    }
+
+    #[test]
+    fn broken_yaml() {
+        let stderr = check_fails("broken-yaml.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/broken-yaml.yaml:"),
+            "{stderr}"
+        );
+        assert_golden("check-broken-yaml.txt", &stderr);
+    }
+
+    #[test]
+    fn missing_file() {
+        let (code, _, stderr) = darklight(&["check", "--config", "tests/data/config/nope.yaml"]);
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("nope.yaml: cannot read config file"),
+            "{stderr}"
+        );
+    }
+}
+
+mod check_summaries {
+    use super::*;
+
+    #[test]
+    fn two_sites() {
+        let (code, stdout, stderr) =
+            darklight(&["check", "--config", "tests/data/config/two-sites.yaml"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_golden("check-two-sites.txt", &stdout);
+    }
+
+    /// Every configuration shipped under `config/` must stay valid.
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // sources.yaml is the built-in rule set, not a darklight configuration; compose
+            // files are for Docker.
+            if !name.starts_with("darklight") || !name.ends_with(".yaml") {
+                continue;
+            }
+            let (code, stdout, stderr) = darklight(&["check", "--config", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{name}: {stderr}");
+            assert!(
+                stdout.contains("configuration is valid"),
+                "{name}: {stdout}"
+            );
+            checked += 1;
+        }
+        assert!(
+            checked >= 1,
+            "no shipped configuration found in {}",
+            dir.display()
+        );
+    }
+
+    #[test]
+    fn help_lists_the_commands() {
+        let (code, stdout, _) = darklight(&["--help"]);
+        assert_eq!(code, 0);
+        assert_golden("help.txt", &stdout);
+    }
+}
