@@ -1,0 +1,262 @@
+//! darklight as a Pingora plugin: an [`HttpModule`] that classifies each request, replaces any
+//! client-sent attribution headers with its own, and sets the signed attribution cookies.
+//!
+//! Any Pingora [`ProxyHttp`](pingora::proxy::ProxyHttp) installs it in
+//! `init_downstream_modules`:
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use pingora::modules::http::HttpModules;
+//! use pingora::modules::http::compression::ResponseCompressionBuilder;
+//! use darklight::proxy::plugin::{DarklightModule, Engine};
+//!
+//! fn init_downstream_modules(modules: &mut HttpModules) {
+//!     // Keep Pingora's default module, which overriding this method would otherwise drop.
+//!     modules.add_module(ResponseCompressionBuilder::enable(0));
+//!     let engine = Engine::builtin().expect("built-in rules compile");
+//!     modules.add_module(DarklightModule::builder(Arc::new(engine)));
+//! }
+//! ```
+//!
+//! The proxy then reads the result in any later phase with
+//! `session.downstream_modules_ctx.get::<DarklightContext>()`.
+//!
+//! The module fails open: whatever happens, it never fails the request.
+
+use std::any::Any;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use http::HeaderName;
+use pingora::Result;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
+
+use crate::attribution::{
+    AttributionConfig, AttributionError, Attributor, CookieContext, Plan, StoredTouches,
+};
+use crate::classify::{Classification, Classifier, RequestFacts, RuleError, SiteProfile};
+use crate::config::Config;
+use crate::routing::SiteRouter;
+
+/// Everything the module needs, compiled once and shared by every request.
+pub struct Engine {
+    classifier: Classifier,
+    attributor: Attributor,
+    router: SiteRouter,
+    profiles: Vec<SiteProfile>,
+    fallback: SiteProfile,
+}
+
+/// Why an [`Engine`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Classification rules did not compile.
+    #[error("classification: {0}")]
+    Rules(#[from] RuleError),
+    /// Attribution settings are invalid.
+    #[error(transparent)]
+    Attribution(#[from] AttributionError),
+}
+
+impl Engine {
+    /// Built-in rules, default attribution settings (headers only unless
+    /// `DARKLIGHT_COOKIE_SECRET` is set), one permissive site profile.
+    pub fn builtin() -> Result<Engine, EngineError> {
+        Ok(Engine::new(
+            Classifier::builtin()?,
+            Attributor::new(&AttributionConfig::default(), |name| {
+                std::env::var(name).ok()
+            })?,
+        ))
+    }
+
+    /// An engine with the given parts and one permissive site profile for every host.
+    pub fn new(classifier: Classifier, attributor: Attributor) -> Engine {
+        Engine {
+            classifier,
+            attributor,
+            router: SiteRouter::default(),
+            profiles: Vec::new(),
+            fallback: SiteProfile::permissive_default(),
+        }
+    }
+
+    /// The engine for a darklight configuration: its rules, its attribution settings (the
+    /// secret may come from the environment) and one profile per site.
+    pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
+        let classifier = Classifier::new(&config.classification)?;
+        let attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
+        let mut profiles = Vec::with_capacity(config.sites.len());
+        for site in &config.sites {
+            let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
+            profiles.push(SiteProfile::new(&hosts, &site.classification)?);
+        }
+        Ok(Engine {
+            classifier,
+            attributor,
+            router: crate::config::site_router(config),
+            profiles,
+            fallback: SiteProfile::permissive_default(),
+        })
+    }
+
+    /// The attribution settings.
+    pub fn attributor(&self) -> &Attributor {
+        &self.attributor
+    }
+
+    fn profile(&self, host: &str) -> &SiteProfile {
+        self.router
+            .route(host)
+            .and_then(|i| self.profiles.get(i))
+            .unwrap_or(&self.fallback)
+    }
+
+    /// Classifies a request and plans its attribution. Pure but for the clock value given.
+    pub fn evaluate(&self, request: &RequestHeader, tls: bool, now: u64) -> (Classification, Plan) {
+        let cookie_name = self.attributor.first_touch_cookie().unwrap_or("");
+        let facts =
+            RequestFacts::from_http(&request.method, &request.uri, &request.headers, cookie_name);
+        let classification = self.classifier.classify(&facts, self.profile(&facts.host));
+        let stored = if self.attributor.cookies_enabled() {
+            let cookies = request
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok());
+            self.attributor.read_cookies(cookies, now)
+        } else {
+            StoredTouches::default()
+        };
+        let flag = |name: &str| {
+            request
+                .headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+        };
+        let context = CookieContext {
+            path: facts.path,
+            global_privacy_control: flag("sec-gpc"),
+            do_not_track: flag("dnt"),
+            tls,
+        };
+        let plan = self
+            .attributor
+            .plan(&classification, &stored, &context, now);
+        (classification, plan)
+    }
+}
+
+/// The plugin's builder, installed once in `init_downstream_modules`.
+pub struct DarklightModule {
+    engine: Arc<Engine>,
+}
+
+impl DarklightModule {
+    /// A module builder sharing `engine`.
+    pub fn builder(engine: Arc<Engine>) -> ModuleBuilder {
+        Box::new(DarklightModule { engine })
+    }
+}
+
+impl HttpModuleBuilder for DarklightModule {
+    fn init(&self) -> Module {
+        Box::new(DarklightContext {
+            engine: Arc::clone(&self.engine),
+            tls: false,
+            classification: None,
+            plan: Plan::default(),
+            cookies_set: 0,
+        })
+    }
+}
+
+/// Per-request state of the plugin, readable by the proxy through the module context.
+pub struct DarklightContext {
+    engine: Arc<Engine>,
+    /// The client connection is TLS; set by the proxy in `early_request_filter` so cookies get
+    /// `Secure` in `auto` mode.
+    pub tls: bool,
+    /// The classification of this request, once its header was seen.
+    pub classification: Option<Classification>,
+    /// The attribution decided for it.
+    pub plan: Plan,
+    /// How many `Set-Cookie` headers were added to the response.
+    pub cookies_set: usize,
+}
+
+#[async_trait]
+impl HttpModule for DarklightContext {
+    async fn request_header_filter(&mut self, request: &mut RequestHeader) -> Result<()> {
+        let attributor = self.engine.attributor();
+        if attributor.enabled() {
+            strip_reserved(request, attributor);
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (classification, plan) = self.engine.evaluate(request, self.tls, now);
+        for (name, value) in &plan.headers {
+            if let Err(e) = request.insert_header(name.clone(), value.clone()) {
+                tracing::warn!(header = %name, error = %e, "could not add attribution header");
+            }
+        }
+        self.classification = Some(classification);
+        self.plan = plan;
+        Ok(())
+    }
+
+    async fn response_header_filter(
+        &mut self,
+        response: &mut ResponseHeader,
+        _end_of_stream: bool,
+    ) -> Result<()> {
+        if self.plan.set_cookies.is_empty() || response.status.is_informational() {
+            return Ok(());
+        }
+        let cache_control = response
+            .headers
+            .get_all(http::header::CACHE_CONTROL)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        if !self
+            .engine
+            .attributor()
+            .response_allows_cookies(cache_control)
+        {
+            self.plan.cookies_withheld = Some("shared_cache");
+            return Ok(());
+        }
+        for cookie in std::mem::take(&mut self.plan.set_cookies) {
+            match response.append_header(http::header::SET_COOKIE, cookie) {
+                Ok(_) => self.cookies_set += 1,
+                Err(e) => tracing::warn!(error = %e, "could not add attribution cookie"),
+            }
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Removes every client-sent header in darklight's namespace; allocates only when one is there.
+fn strip_reserved(request: &mut RequestHeader, attributor: &Attributor) {
+    let forged: Vec<HeaderName> = request
+        .headers
+        .keys()
+        .filter(|name| attributor.is_reserved_header(name.as_str()))
+        .cloned()
+        .collect();
+    for name in forged {
+        request.remove_header(&name);
+    }
+}
