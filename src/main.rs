@@ -42,6 +42,10 @@ enum Command {
         /// Print a table of visits per channel and source instead of one JSON line per request.
         #[arg(long)]
         summary: bool,
+        /// The site's host, for lines that name none (access logs): referrers from it are
+        /// internal. Defaults to the first host of the configuration's first site.
+        #[arg(long)]
+        host: Option<String>,
         /// Input file; `-` or nothing reads standard input.
         input: Option<PathBuf>,
     },
@@ -71,8 +75,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Classify {
             config,
             summary,
+            host,
             input,
-        } => classify(config.as_deref(), summary, input.as_deref()),
+        } => classify(config.as_deref(), summary, host, input.as_deref()),
         Command::Demo { listen } => {
             init_logging(LogLevel::Info, LogFormat::Text);
             let server = darklight::proxy::server::build_demo_server(&listen)?;
@@ -158,12 +163,24 @@ fn write_summary(out: &mut impl Write, path: &Path, config: &Config) -> Result<(
     Ok(())
 }
 
-fn classify(config_path: Option<&Path>, summary: bool, input: Option<&Path>) -> Result<ExitCode> {
+fn classify(
+    config_path: Option<&Path>,
+    summary: bool,
+    host: Option<String>,
+    input: Option<&Path>,
+) -> Result<ExitCode> {
+    let mut config_host = None;
     let (classifier, site) = match config_path {
         Some(path) => {
             let config = config::load(path)?;
             let classifier = Classifier::new(&config.classification)
                 .with_context(|| format!("{}: classification rules", path.display()))?;
+            config_host = config.sites.first().and_then(|site| {
+                site.hosts.iter().find_map(|h| match h {
+                    config::HostPattern::Exact(name) => Some(name.clone()),
+                    config::HostPattern::Wildcard(_) => None,
+                })
+            });
             let site = match config.sites.first() {
                 Some(site) => {
                     let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
@@ -186,10 +203,13 @@ fn classify(config_path: Option<&Path>, summary: bool, input: Option<&Path>) -> 
             std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
         )),
     };
-    let options = darklight::offline::OfflineOptions {
+    let mut options = darklight::offline::OfflineOptions {
         summary,
         ..Default::default()
     };
+    if let Some(host) = host.or(config_host) {
+        options.default_host = host;
+    }
     let stdout = std::io::stdout().lock();
     let mut stderr = std::io::stderr().lock();
     let report = darklight::offline::classify_stream(

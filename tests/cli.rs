@@ -142,3 +142,77 @@ mod check_summaries {
         assert_golden("help.txt", &stdout);
     }
 }
+
+mod classify_command {
+    use super::*;
+
+    fn expected(name: &str) -> String {
+        std::fs::read_to_string(data(&format!("classify/{name}"))).unwrap()
+    }
+
+    #[test]
+    fn json_lines_for_a_mixed_log() {
+        let (code, stdout, stderr) = darklight(&[
+            "classify",
+            "--host",
+            "www.example.com",
+            "tests/data/classify/sample.log",
+        ]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(stdout, expected("sample.expected.jsonl"));
+        assert_eq!(stderr, expected("sample.errors.txt"));
+    }
+
+    #[test]
+    fn summary_table() {
+        let (code, stdout, _) = darklight(&[
+            "classify",
+            "--summary",
+            "--host",
+            "www.example.com",
+            "tests/data/classify/sample.log",
+        ]);
+        assert_eq!(code, 0);
+        assert_eq!(stdout, expected("sample.summary.txt"));
+    }
+
+    #[test]
+    fn reads_standard_input_and_uses_a_config() {
+        use std::io::Write;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_darklight"))
+            .args(["classify", "--config", "config/darklight.yaml", "-"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(
+                b"{\"url\":\"/articles/x?gclid=abc\",\"user_agent\":\"Mozilla/5.0\"}\nnot a line\n",
+            )
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success());
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(line["line"], 1);
+        assert_eq!(line["channel"], "paid_search");
+        assert_eq!(line["source"], "google");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("line 2: "));
+    }
+
+    #[test]
+    fn missing_input_file_is_an_error() {
+        let (code, _, stderr) = darklight(&["classify", "tests/data/classify/nope.log"]);
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("cannot open tests/data/classify/nope.log"),
+            "{stderr}"
+        );
+    }
+}
