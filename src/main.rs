@@ -119,8 +119,9 @@ fn check(path: &Path) -> Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    if let Err(error) = Classifier::new(&config.classification) {
-        eprintln!("{}: classification: {error}", path.display());
+    // Compile everything `run` would (rules, attribution, upstream resolution) short of binding.
+    if let Err(error) = darklight::proxy::app::PreparedState::new(&config) {
+        eprintln!("{}: {error}", path.display());
         return Ok(ExitCode::FAILURE);
     }
     let mut out = std::io::stdout().lock();

@@ -86,6 +86,28 @@ mod check_errors {
     }
 
     #[test]
+    fn weak_cookie_secret() {
+        let stderr = check_fails("weak-secret.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/weak-secret.yaml:7:"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("a signing secret is 9 bytes"), "{stderr}");
+        assert_golden("check-weak-secret.txt", &stderr);
+    }
+
+    #[test]
+    fn bad_shallow_path_pattern() {
+        let stderr = check_fails("bad-pattern.yaml");
+        assert!(
+            stderr.starts_with("tests/data/config/bad-pattern.yaml:6:"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("invalid regex"), "{stderr}");
+        assert_golden("check-bad-pattern.txt", &stderr);
+    }
+
+    #[test]
     fn missing_file() {
         let (code, _, stderr) = darklight(&["check", "--config", "tests/data/config/nope.yaml"]);
         assert_eq!(code, 1);

@@ -92,10 +92,12 @@ pub struct CookieConfig {
     /// `Secure` attribute policy.
     pub secure: SecureMode,
     /// HMAC signing secret (32 bytes or more). Prefer `secret_env`.
+    #[serde(deserialize_with = "optional_secret")]
     pub secret: Option<String>,
     /// Environment variable holding the secret.
     pub secret_env: String,
     /// Previous secrets, still accepted for verification during a key rotation.
+    #[serde(deserialize_with = "secrets")]
     pub previous_secrets: Vec<String>,
     /// Environment variable holding a previous secret.
     pub previous_secret_env: String,
@@ -142,14 +144,35 @@ pub(super) fn resolve_secrets(
     let mut previous = config.previous_secrets.clone();
     previous.extend(env(&config.previous_secret_env).filter(|s| !s.is_empty()));
     for secret in std::iter::once(&current).chain(&previous) {
-        if secret.len() < MIN_SECRET_LEN {
-            return Err(AttributionError::Cookies(format!(
-                "a signing secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes (e.g. `openssl rand -base64 48`)",
-                secret.len()
-            )));
-        }
+        check_secret(secret).map_err(AttributionError::Cookies)?;
     }
     Ok(Some((current, previous)))
+}
+
+fn check_secret(secret: &str) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_LEN {
+        return Err(format!(
+            "a signing secret is {} bytes; use at least {MIN_SECRET_LEN} random bytes (e.g. `openssl rand -base64 48`)",
+            secret.len()
+        ));
+    }
+    Ok(())
+}
+
+fn optional_secret<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    let secret = Option::<String>::deserialize(deserializer)?;
+    if let Some(secret) = &secret {
+        check_secret(secret).map_err(de::Error::custom)?;
+    }
+    Ok(secret)
+}
+
+fn secrets<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let secrets = Vec::<String>::deserialize(deserializer)?;
+    for secret in &secrets {
+        check_secret(secret).map_err(de::Error::custom)?;
+    }
+    Ok(secrets)
 }
 
 fn header_token<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {

@@ -277,9 +277,16 @@ mod cookies {
                 .unwrap()
                 .cookies_enabled()
         );
-        let weak: AttributionConfig = serde_yaml::from_str("cookies: {secret: short}").unwrap();
-        let error = Attributor::new(&weak, |_| None).err().unwrap();
+        let error = serde_yaml::from_str::<AttributionConfig>("cookies: {secret: short}")
+            .err()
+            .unwrap();
         assert!(error.to_string().contains("at least 32"), "{error}");
+        let weak_env = Attributor::new(&config, |name| {
+            (name == "DARKLIGHT_COOKIE_SECRET").then(|| "short".to_string())
+        })
+        .err()
+        .unwrap();
+        assert!(weak_env.to_string().contains("at least 32"), "{weak_env}");
     }
 
     #[test]
