@@ -4,14 +4,19 @@
 //!
 //! * [`classify`] — request facts in, a [`classify::Classification`] out. No I/O, no async.
 //! * [`attribution`] — the headers and signed cookies the application receives. Pure.
+//! * [`correlation`] — link-preview fetches matched to later visits (bounded shared table).
 //! * [`routing`] — which configured site answers a host. Pure.
 //! * [`config`] — the YAML schema, validation with file/line/column errors.
+//! * `admin` (feature `proxy`) — operator endpoints on their own listener.
 //! * `proxy` (feature `proxy`) — the Pingora glue: the ready reverse-proxy app, the server that
 //!   runs it, and the demo origin.
 
+#[cfg(feature = "proxy")]
+pub mod admin;
 pub mod attribution;
 pub mod classify;
 pub mod config;
+pub mod correlation;
 pub mod offline;
 #[cfg(feature = "proxy")]
 pub mod proxy;

@@ -69,6 +69,8 @@ pub enum Signal {
     NonGetMethod,
     /// A subresource or script request (`Sec-Fetch-Mode` other than navigate, or XHR).
     NotNavigation,
+    /// A link-preview fetch of the same URL shortly before: the link was just shared there.
+    PreviewCorrelation,
 }
 
 impl Signal {
@@ -102,6 +104,7 @@ impl Signal {
             Signal::Prefetch => "prefetch",
             Signal::NonGetMethod => "non_get_method",
             Signal::NotNavigation => "not_navigation",
+            Signal::PreviewCorrelation => "preview_correlation",
         }
     }
 }

@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location};
 pub use schema::{
-    Config, DemoSettings, HealthCheckConfig, HealthCheckKind, Listener, ListenerTls, LogFormat,
-    LogSettings, ServerSettings, SiteConfig, TelemetryConfig, TimeoutConfig, UpstreamTlsConfig,
+    AdminSettings, Config, DemoSettings, HealthCheckConfig, HealthCheckKind, Listener, ListenerTls,
+    LogFormat, LogSettings, ServerSettings, SiteConfig, TelemetryConfig, TimeoutConfig,
+    UpstreamTlsConfig,
 };
 pub use values::{
     HostPattern, HumanDuration, ListenAddress, LogLevel, UpstreamScheme, UpstreamUrl,
@@ -88,17 +89,22 @@ fn validate(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError>
             ));
         }
     }
-    if let Some(demo) = &config.demo
-        && listen_seen.contains(&demo.listen.0)
-    {
-        let shown = demo.listen.to_string();
-        return Err(invalid(
-            &shown,
-            2,
-            format!(
-                "demo.listen `{shown}` is also a proxy listen address; give the demo origin its own port"
-            ),
-        ));
+    let extra = [
+        ("demo.listen", config.demo.as_ref().map(|d| d.listen)),
+        ("admin.listen", config.admin.as_ref().map(|a| a.listen)),
+    ];
+    for (key, address) in extra {
+        let Some(address) = address else { continue };
+        if !listen_seen.insert(address.0) {
+            let shown = address.to_string();
+            return Err(invalid(
+                &shown,
+                2,
+                format!(
+                    "{key} `{shown}` is already used by another listener; give it its own port"
+                ),
+            ));
+        }
     }
 
     let mut names = HashSet::new();

@@ -9,6 +9,7 @@ use super::values::{
 };
 use crate::attribution::AttributionConfig;
 use crate::classify::{ClassificationConfig, SiteClassificationConfig};
+use crate::correlation::CorrelationConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,6 +38,25 @@ pub struct Config {
     /// Span export.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    /// Share-preview correlation.
+    #[serde(default)]
+    pub correlation: CorrelationConfig,
+    /// The admin listener (preview counters, later metrics and status).
+    #[serde(default)]
+    pub admin: Option<AdminSettings>,
+}
+
+/// The admin listener: operator endpoints, never exposed to visitors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Where it listens; keep it on loopback or a private network.
+    #[serde(default = "admin_listen")]
+    pub listen: ListenAddress,
+}
+
+fn admin_listen() -> ListenAddress {
+    ListenAddress(std::net::SocketAddr::from(([127, 0, 0, 1], 9090)))
 }
 
 fn listeners<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Listener>, D::Error> {

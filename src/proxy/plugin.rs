@@ -38,6 +38,7 @@ use crate::attribution::{
 };
 use crate::classify::{Classification, Classifier, RequestFacts, RuleError, SiteProfile};
 use crate::config::Config;
+use crate::correlation::{Correlation, PreviewTable};
 use crate::routing::SiteRouter;
 
 /// Everything the module needs, compiled once and shared by every request.
@@ -47,6 +48,13 @@ pub struct Engine {
     router: SiteRouter,
     profiles: Vec<SiteProfile>,
     fallback: SiteProfile,
+    correlation: Option<Correlator>,
+}
+
+/// Share-preview correlation settings and the table they use.
+struct Correlator {
+    settings: Correlation,
+    table: Arc<PreviewTable>,
 }
 
 /// Why an [`Engine`] could not be built.
@@ -81,12 +89,27 @@ impl Engine {
             router: SiteRouter::default(),
             profiles: Vec::new(),
             fallback: SiteProfile::permissive_default(),
+            correlation: None,
         }
     }
 
+    /// Adds share-preview correlation backed by `table` (shared, so it outlives reloads).
+    pub fn with_correlation(mut self, settings: Correlation, table: Arc<PreviewTable>) -> Engine {
+        self.correlation = Some(Correlator { settings, table });
+        self
+    }
+
     /// The engine for a darklight configuration: its rules, its attribution settings (the
-    /// secret may come from the environment) and one profile per site.
+    /// secret may come from the environment), one profile per site, and a new preview table.
     pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
+        Engine::from_config_with_table(config, None)
+    }
+
+    /// Like [`Engine::from_config`], keeping an existing preview table (across a reload).
+    pub fn from_config_with_table(
+        config: &Config,
+        table: Option<Arc<PreviewTable>>,
+    ) -> Result<Engine, EngineError> {
         let classifier = Classifier::new(&config.classification)?;
         let attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
         let mut profiles = Vec::with_capacity(config.sites.len());
@@ -94,13 +117,31 @@ impl Engine {
             let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
             profiles.push(SiteProfile::new(&hosts, &site.classification)?);
         }
-        Ok(Engine {
+        let engine = Engine {
             classifier,
             attributor,
             router: crate::config::site_router(config),
             profiles,
             fallback: SiteProfile::permissive_default(),
-        })
+            correlation: None,
+        };
+        let settings = &config.correlation;
+        if !settings.enabled {
+            return Ok(engine);
+        }
+        let table = table.unwrap_or_else(|| {
+            Arc::new(PreviewTable::new(
+                settings.max_entries,
+                settings.ttl.0.as_secs(),
+                unix_now(),
+            ))
+        });
+        Ok(engine.with_correlation(Correlation::new(settings), table))
+    }
+
+    /// The preview table, when correlation is on.
+    pub fn preview_table(&self) -> Option<&Arc<PreviewTable>> {
+        self.correlation.as_ref().map(|c| &c.table)
     }
 
     /// The attribution settings.
@@ -120,7 +161,11 @@ impl Engine {
         let cookie_name = self.attributor.first_touch_cookie().unwrap_or("");
         let facts =
             RequestFacts::from_http(&request.method, &request.uri, &request.headers, cookie_name);
-        let classification = self.classifier.classify(&facts, self.profile(&facts.host));
+        let mut classification = self.classifier.classify(&facts, self.profile(&facts.host));
+        if let Some(c) = &self.correlation {
+            c.settings
+                .correlate(&c.table, &facts, &mut classification, now);
+        }
         let stored = if self.attributor.cookies_enabled() {
             let cookies = request
                 .headers
@@ -148,6 +193,13 @@ impl Engine {
             .plan(&classification, &stored, &context, now);
         (classification, plan)
     }
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The plugin's builder, installed once in `init_downstream_modules`.
@@ -195,10 +247,7 @@ impl HttpModule for DarklightContext {
         if attributor.enabled() {
             strip_reserved(request, attributor);
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let (classification, plan) = self.engine.evaluate(request, self.tls, now);
+        let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now());
         for (name, value) in &plan.headers {
             if let Err(e) = request.insert_header(name.clone(), value.clone()) {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");

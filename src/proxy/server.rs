@@ -14,7 +14,9 @@ use pingora::services::listening::Service;
 
 use super::app::{BuildError, DarklightProxy, PreparedState};
 use super::demo::DemoOrigin;
+use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::correlation::PreviewTable;
 
 /// Why darklight could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +72,22 @@ pub fn build_server(config: &Config) -> Result<Server, RunError> {
         shared
     });
 
+    let previews = state.engine.preview_table().cloned();
+    if let Some(table) = &previews {
+        server.add_service(background_service(
+            "preview table expiry",
+            PreviewExpiry(Arc::clone(table)),
+        ));
+    }
+    if let Some(admin) = &config.admin {
+        let mut service = Service::new(
+            "darklight admin".to_string(),
+            HttpServer::new_app(AdminApp::new(previews.clone())),
+        );
+        service.add_tcp(&admin.listen.to_string());
+        server.add_service(service);
+    }
+
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
         DarklightProxy::new(Arc::new(state)),
@@ -122,9 +140,32 @@ pub fn build_demo_server(listen: &str) -> Result<Server, RunError> {
     Ok(server)
 }
 
+/// Drops expired previews every minute, so an idle table shrinks too.
+struct PreviewExpiry(Arc<PreviewTable>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for PreviewExpiry {
+    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.0.expire(super::plugin::unix_now()),
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 fn probe_listeners(config: &Config) -> Result<(), RunError> {
     let demo = config.demo.iter().map(|d| d.listen);
-    for address in config.listen.iter().map(|l| l.address).chain(demo) {
+    let admin = config.admin.iter().map(|a| a.listen);
+    for address in config
+        .listen
+        .iter()
+        .map(|l| l.address)
+        .chain(demo)
+        .chain(admin)
+    {
         probe(&address.to_string())?;
     }
     Ok(())

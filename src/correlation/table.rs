@@ -1,0 +1,474 @@
+//! The in-memory preview table: which platforms fetched a preview of which URL, and when.
+//!
+//! A [`DashMap`] keyed by a 64-bit hash of the normalised URL, so lookups on the request path
+//! take one shard read lock. Memory is bounded twice: entries older than the time-to-live are
+//! dropped, and past `max_entries` the oldest entries are evicted in insertion order (a FIFO of
+//! `(key, time)` records, touched only when a preview is recorded — rare next to visits).
+//! Times are seconds since the Unix epoch, passed in by the caller, so the table is testable
+//! without a clock.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+
+use dashmap::DashMap;
+
+use crate::classify::Name;
+
+/// Platforms remembered per URL; a fourth evicts the least recent.
+pub const PLATFORMS_PER_URL: usize = 3;
+/// Longest URL text kept for operators, in bytes.
+pub const URL_TEXT_LIMIT: usize = 160;
+/// Distinct platform names the table can tell apart (more share the last slot).
+const PLATFORM_LIMIT: usize = 255;
+
+/// One platform's previews of one URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PlatformHits {
+    /// Seconds since the table's epoch of the latest preview (0 = empty slot).
+    last_seen: u32,
+    /// Previews seen (saturating).
+    previews: u32,
+    /// Visits attributed to this platform (saturating).
+    attributed: u32,
+    /// Index in the platform registry.
+    platform: u8,
+}
+
+#[derive(Debug)]
+struct Entry {
+    url: Box<str>,
+    hits: [PlatformHits; PLATFORMS_PER_URL],
+}
+
+impl Entry {
+    fn newest(&self) -> u32 {
+        self.hits.iter().map(|h| h.last_seen).max().unwrap_or(0)
+    }
+}
+
+/// What a lookup found for a URL: the platforms that previewed it within the window, most
+/// recent first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreviewMatch {
+    /// Most recent preview's platform.
+    pub platform: Name,
+    /// Seconds since that preview.
+    pub age_secs: u64,
+    /// How many distinct platforms previewed the URL within the window.
+    pub platforms: usize,
+}
+
+/// Counters for one URL and platform, for operators.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PreviewCounters {
+    /// The normalised URL (host, path and identifying query parameters), possibly truncated.
+    pub url: String,
+    /// The preview platform.
+    pub platform: String,
+    /// Preview fetches seen.
+    pub previews: u32,
+    /// Later visits attributed to this platform.
+    pub visits_attributed: u32,
+    /// Unix time of the latest preview.
+    pub last_preview: u64,
+}
+
+/// Table-wide statistics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    /// URLs currently tracked.
+    pub entries: usize,
+    /// Preview fetches recorded since start.
+    pub previews_recorded: u64,
+    /// Visits attributed since start.
+    pub visits_attributed: u64,
+    /// Entries evicted to stay under `max_entries`.
+    pub evicted: u64,
+    /// Entries dropped after their time-to-live.
+    pub expired: u64,
+}
+
+/// The bounded, concurrent preview table.
+pub struct PreviewTable {
+    entries: DashMap<u64, Entry>,
+    order: Mutex<VecDeque<(u64, u32)>>,
+    platforms: RwLock<Vec<Name>>,
+    hasher: RandomState,
+    epoch: u64,
+    ttl_secs: u64,
+    max_entries: usize,
+    previews_recorded: AtomicU64,
+    visits_attributed: AtomicU64,
+    evicted: AtomicU64,
+    expired: AtomicU64,
+}
+
+impl std::fmt::Debug for PreviewTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreviewTable")
+            .field("entries", &self.entries.len())
+            .field("max_entries", &self.max_entries)
+            .field("ttl_secs", &self.ttl_secs)
+            .finish()
+    }
+}
+
+impl PreviewTable {
+    /// An empty table; `now` anchors its compact 32-bit timestamps.
+    pub fn new(max_entries: usize, ttl_secs: u64, now: u64) -> PreviewTable {
+        PreviewTable {
+            entries: DashMap::with_capacity(max_entries.min(1 << 16)),
+            order: Mutex::new(VecDeque::new()),
+            platforms: RwLock::new(Vec::new()),
+            hasher: RandomState::new(),
+            // One hour back, so that a preview recorded "now" is never at time 0 (empty).
+            epoch: now.saturating_sub(3600),
+            ttl_secs,
+            max_entries: max_entries.max(1),
+            previews_recorded: AtomicU64::new(0),
+            visits_attributed: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a preview fetch of `url` by `platform`.
+    pub fn record(&self, url: &str, platform: &Name, now: u64) {
+        let key = self.hasher.hash_one(url);
+        let stamp = self.stamp(now);
+        let index = self.platform_index(platform);
+        self.previews_recorded.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut entry = self.entries.entry(key).or_insert_with(|| Entry {
+                url: truncate(url, URL_TEXT_LIMIT).into(),
+                hits: [PlatformHits::default(); PLATFORMS_PER_URL],
+            });
+            let hits = &mut entry.hits;
+            let slot = hits
+                .iter()
+                .position(|h| h.last_seen != 0 && h.platform == index)
+                .or_else(|| hits.iter().position(|h| h.last_seen == 0))
+                .unwrap_or_else(|| oldest_slot(hits));
+            if hits[slot].platform != index || hits[slot].last_seen == 0 {
+                hits[slot] = PlatformHits {
+                    platform: index,
+                    ..PlatformHits::default()
+                };
+            }
+            hits[slot].last_seen = stamp;
+            hits[slot].previews = hits[slot].previews.saturating_add(1);
+        }
+        self.note_insertion(key, stamp, now);
+    }
+
+    /// The platforms that previewed `url` within `window_secs` before `now`.
+    pub fn lookup(&self, url: &str, now: u64, window_secs: u64) -> Option<PreviewMatch> {
+        let key = self.hasher.hash_one(url);
+        let stamp = self.stamp(now);
+        let window = window_secs.min(self.ttl_secs);
+        let fresh = |h: &PlatformHits| {
+            h.last_seen != 0 && u64::from(stamp.saturating_sub(h.last_seen)) <= window
+        };
+        let (platform, age, platforms) = {
+            let entry = self.entries.get(&key)?;
+            let recent = entry
+                .hits
+                .iter()
+                .filter(|h| fresh(h))
+                .max_by_key(|h| h.last_seen)?;
+            let platforms = entry.hits.iter().filter(|h| fresh(h)).count();
+            (
+                recent.platform,
+                u64::from(stamp.saturating_sub(recent.last_seen)),
+                platforms,
+            )
+        };
+        Some(PreviewMatch {
+            platform: self.platform_name(platform),
+            age_secs: age,
+            platforms,
+        })
+    }
+
+    /// Counts a visit to `url` attributed to `platform`.
+    pub fn mark_attributed(&self, url: &str, platform: &Name) {
+        let key = self.hasher.hash_one(url);
+        let index = self.platform_index(platform);
+        if let Some(mut entry) = self.entries.get_mut(&key)
+            && let Some(hit) = entry
+                .hits
+                .iter_mut()
+                .find(|h| h.platform == index && h.last_seen != 0)
+        {
+            hit.attributed = hit.attributed.saturating_add(1);
+        }
+        self.visits_attributed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops entries whose newest preview is older than the time-to-live. Recording does this
+    /// as it goes; call it periodically too so an idle table shrinks.
+    pub fn expire(&self, now: u64) {
+        let stamp = self.stamp(now);
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        self.pop_front(&mut order, |oldest| {
+            u64::from(stamp.saturating_sub(oldest)) > self.ttl_secs
+        });
+    }
+
+    /// Entries tracked now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Table-wide statistics.
+    pub fn stats(&self) -> TableStats {
+        TableStats {
+            entries: self.entries.len(),
+            previews_recorded: self.previews_recorded.load(Ordering::Relaxed),
+            visits_attributed: self.visits_attributed.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counters per URL and platform, most previewed first, at most `limit` rows.
+    pub fn top(&self, limit: usize) -> Vec<PreviewCounters> {
+        let mut rows: Vec<PreviewCounters> = Vec::new();
+        for entry in &self.entries {
+            for hit in entry.hits.iter().filter(|h| h.last_seen != 0) {
+                rows.push(PreviewCounters {
+                    url: entry.url.to_string(),
+                    platform: self.platform_name(hit.platform).to_string(),
+                    previews: hit.previews,
+                    visits_attributed: hit.attributed,
+                    last_preview: self.epoch + u64::from(hit.last_seen),
+                });
+            }
+        }
+        rows.sort_by(|a, b| {
+            b.previews
+                .cmp(&a.previews)
+                .then(b.visits_attributed.cmp(&a.visits_attributed))
+                .then_with(|| a.url.cmp(&b.url))
+                .then_with(|| a.platform.cmp(&b.platform))
+        });
+        rows.truncate(limit);
+        rows
+    }
+
+    fn stamp(&self, now: u64) -> u32 {
+        u32::try_from(now.saturating_sub(self.epoch)).unwrap_or(u32::MAX)
+    }
+
+    fn note_insertion(&self, key: u64, stamp: u32, now: u64) {
+        let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
+        order.push_back((key, stamp));
+        let ttl = self.ttl_secs;
+        let max = self.max_entries;
+        let current = self.stamp(now);
+        self.pop_front(&mut order, |oldest| {
+            u64::from(current.saturating_sub(oldest)) > ttl
+        });
+        // Over capacity: evict in insertion order, skipping records made stale by a later
+        // preview of the same URL.
+        while self.entries.len() > max {
+            let Some((key, recorded)) = order.pop_front() else {
+                break;
+            };
+            let removed = self
+                .entries
+                .remove_if(&key, |_, entry| entry.newest() <= recorded)
+                .is_some();
+            if removed {
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // Stale records pile up when popular URLs are previewed again and again; keep the
+        // queue proportional to the table.
+        if order.len() > 2 * max + 64 {
+            order.retain(|(key, recorded)| {
+                self.entries
+                    .get(key)
+                    .is_some_and(|entry| entry.newest() == *recorded)
+            });
+        }
+    }
+
+    /// Pops records from the front while `expired(recorded_time)` holds, removing entries not
+    /// refreshed since.
+    fn pop_front(&self, order: &mut VecDeque<(u64, u32)>, expired: impl Fn(u32) -> bool) {
+        while let Some(&(key, recorded)) = order.front() {
+            if !expired(recorded) {
+                break;
+            }
+            order.pop_front();
+            let removed = self
+                .entries
+                .remove_if(&key, |_, entry| entry.newest() <= recorded)
+                .is_some();
+            if removed {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn platform_index(&self, platform: &Name) -> u8 {
+        let position = |names: &[Name]| names.iter().position(|n| n == platform);
+        {
+            let names = self.platforms.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(index) = position(&names) {
+                return u8::try_from(index).unwrap_or(u8::MAX);
+            }
+        }
+        let mut names = self.platforms.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = position(&names) {
+            return u8::try_from(index).unwrap_or(u8::MAX);
+        }
+        if names.len() < PLATFORM_LIMIT {
+            names.push(platform.clone());
+            u8::try_from(names.len() - 1).unwrap_or(u8::MAX)
+        } else {
+            u8::MAX
+        }
+    }
+
+    fn platform_name(&self, index: u8) -> Name {
+        let names = self.platforms.read().unwrap_or_else(|p| p.into_inner());
+        names
+            .get(usize::from(index))
+            .cloned()
+            .unwrap_or_else(|| Name::from("other"))
+    }
+}
+
+fn oldest_slot(hits: &[PlatformHits; PLATFORMS_PER_URL]) -> usize {
+    hits.iter()
+        .enumerate()
+        .min_by_key(|(_, h)| h.last_seen)
+        .map_or(0, |(i, _)| i)
+}
+
+fn truncate(text: &str, limit: usize) -> &str {
+    let mut end = text.len().min(limit);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_790_000_000;
+    const HOUR: u64 = 3600;
+
+    fn name(n: &str) -> Name {
+        Name::from(n)
+    }
+
+    #[test]
+    fn records_and_finds_the_most_recent_platform() {
+        let table = PreviewTable::new(100, 24 * HOUR, NOW);
+        table.record("example.com/a", &name("slack"), NOW);
+        table.record("example.com/a", &name("whatsapp"), NOW + 60);
+        let found = table.lookup("example.com/a", NOW + 120, 24 * HOUR).unwrap();
+        table.mark_attributed("example.com/a", &found.platform);
+        assert_eq!(found.platform, name("whatsapp"));
+        assert_eq!(found.age_secs, 60);
+        assert_eq!(found.platforms, 2);
+        assert_eq!(table.lookup("example.com/b", NOW, 24 * HOUR), None);
+        let top = table.top(10);
+        let whatsapp = top.iter().find(|r| r.platform == "whatsapp").unwrap();
+        assert_eq!((whatsapp.previews, whatsapp.visits_attributed), (1, 1));
+        assert_eq!(whatsapp.last_preview, NOW + 60);
+    }
+
+    #[test]
+    fn window_and_ttl_limit_matches() {
+        let table = PreviewTable::new(100, 24 * HOUR, NOW);
+        table.record("u", &name("slack"), NOW);
+        assert!(
+            table.lookup("u", NOW + 2 * HOUR, HOUR).is_none(),
+            "outside the window"
+        );
+        assert!(table.lookup("u", NOW + 2 * HOUR, 48 * HOUR).is_some());
+        assert!(
+            table.lookup("u", NOW + 25 * HOUR, 48 * HOUR).is_none(),
+            "past the TTL"
+        );
+        table.expire(NOW + 25 * HOUR);
+        assert!(table.is_empty());
+        assert_eq!(table.stats().expired, 1);
+    }
+
+    #[test]
+    fn a_later_preview_keeps_the_entry_alive() {
+        let table = PreviewTable::new(100, 10 * HOUR, NOW);
+        table.record("u", &name("slack"), NOW);
+        table.record("u", &name("slack"), NOW + 9 * HOUR);
+        table.expire(NOW + 11 * HOUR);
+        assert_eq!(table.len(), 1);
+        table.expire(NOW + 20 * HOUR);
+        assert_eq!(table.len(), 0);
+    }
+
+    #[test]
+    fn capacity_evicts_the_oldest() {
+        let table = PreviewTable::new(3, 24 * HOUR, NOW);
+        for (i, url) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+            table.record(url, &name("slack"), NOW + i as u64);
+        }
+        assert_eq!(table.len(), 3);
+        assert!(table.lookup("a", NOW + 10, HOUR).is_none());
+        assert!(table.lookup("b", NOW + 10, HOUR).is_none());
+        assert!(table.lookup("e", NOW + 10, HOUR).is_some());
+        assert_eq!(table.stats().evicted, 2);
+    }
+
+    #[test]
+    fn refreshed_entries_are_not_evicted_first() {
+        let table = PreviewTable::new(2, 24 * HOUR, NOW);
+        table.record("a", &name("slack"), NOW);
+        table.record("b", &name("slack"), NOW + 1);
+        table.record("a", &name("slack"), NOW + 2);
+        table.record("c", &name("slack"), NOW + 3);
+        assert!(
+            table.lookup("a", NOW + 4, HOUR).is_some(),
+            "a was refreshed"
+        );
+        assert!(table.lookup("b", NOW + 4, HOUR).is_none());
+    }
+
+    #[test]
+    fn a_fourth_platform_replaces_the_least_recent() {
+        let table = PreviewTable::new(10, 24 * HOUR, NOW);
+        for (i, p) in ["slack", "whatsapp", "telegram", "discord"]
+            .iter()
+            .enumerate()
+        {
+            table.record("u", &name(p), NOW + i as u64);
+        }
+        let platforms: Vec<String> = table.top(10).into_iter().map(|r| r.platform).collect();
+        assert_eq!(platforms.len(), PLATFORMS_PER_URL);
+        assert!(!platforms.contains(&"slack".to_string()));
+    }
+
+    #[test]
+    fn queue_of_stale_records_stays_bounded() {
+        let table = PreviewTable::new(4, 24 * HOUR, NOW);
+        for i in 0..1000 {
+            table.record("hot", &name("slack"), NOW + i);
+        }
+        let queued = table.order.lock().unwrap().len();
+        assert!(queued <= 2 * 4 + 64 + 1, "{queued}");
+        assert_eq!(table.len(), 1);
+    }
+}
