@@ -47,7 +47,7 @@ fmt:
 	$(CARGO) fmt
 
 bench: deps
-	$(CARGO) bench --bench classify
+	$(CARGO) bench --bench classify --bench correlation
 
 clean:
 	$(CARGO) clean

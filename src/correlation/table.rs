@@ -20,31 +20,42 @@ use crate::classify::Name;
 pub const PLATFORMS_PER_URL: usize = 3;
 /// Longest URL text kept for operators, in bytes.
 pub const URL_TEXT_LIMIT: usize = 160;
+/// URL texts kept for operators (the most recently previewed); entries beyond it are shown by
+/// their key only. Texts are kept apart from the entries so that the table itself stays small.
+pub const URL_TEXTS_KEPT: usize = 50_000;
 /// Distinct platform names the table can tell apart (more share the last slot).
 const PLATFORM_LIMIT: usize = 255;
 
-/// One platform's previews of one URL.
+/// One platform's previews of one URL (8 bytes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 struct PlatformHits {
     /// Seconds since the table's epoch of the latest preview (0 = empty slot).
     last_seen: u32,
     /// Previews seen (saturating).
-    previews: u32,
+    previews: u16,
     /// Visits attributed to this platform (saturating).
-    attributed: u32,
-    /// Index in the platform registry.
-    platform: u8,
+    attributed: u16,
 }
 
-#[derive(Debug)]
+/// One URL: up to three platforms, with their registry indices kept apart to avoid padding.
+#[derive(Debug, Default)]
 struct Entry {
-    url: Box<str>,
     hits: [PlatformHits; PLATFORMS_PER_URL],
+    platforms: [u8; PLATFORMS_PER_URL],
 }
 
 impl Entry {
     fn newest(&self) -> u32 {
         self.hits.iter().map(|h| h.last_seen).max().unwrap_or(0)
+    }
+
+    /// Live slots with their platform index.
+    fn live(&self) -> impl Iterator<Item = (u8, &PlatformHits)> {
+        self.platforms
+            .iter()
+            .copied()
+            .zip(self.hits.iter())
+            .filter(|(_, h)| h.last_seen != 0)
     }
 }
 
@@ -67,10 +78,10 @@ pub struct PreviewCounters {
     pub url: String,
     /// The preview platform.
     pub platform: String,
-    /// Preview fetches seen.
-    pub previews: u32,
-    /// Later visits attributed to this platform.
-    pub visits_attributed: u32,
+    /// Preview fetches seen (saturates at 65535).
+    pub previews: u16,
+    /// Later visits attributed to this platform (saturates at 65535).
+    pub visits_attributed: u16,
     /// Unix time of the latest preview.
     pub last_preview: u64,
 }
@@ -94,6 +105,8 @@ pub struct TableStats {
 pub struct PreviewTable {
     entries: DashMap<u64, Entry>,
     order: Mutex<VecDeque<(u64, u32)>>,
+    url_texts: DashMap<u64, Box<str>>,
+    url_text_order: Mutex<VecDeque<u64>>,
     platforms: RwLock<Vec<Name>>,
     hasher: RandomState,
     epoch: u64,
@@ -121,6 +134,8 @@ impl PreviewTable {
         PreviewTable {
             entries: DashMap::with_capacity(max_entries.min(1 << 16)),
             order: Mutex::new(VecDeque::new()),
+            url_texts: DashMap::new(),
+            url_text_order: Mutex::new(VecDeque::new()),
             platforms: RwLock::new(Vec::new()),
             hasher: RandomState::new(),
             // One hour back, so that a preview recorded "now" is never at time 0 (empty).
@@ -140,25 +155,27 @@ impl PreviewTable {
         let stamp = self.stamp(now);
         let index = self.platform_index(platform);
         self.previews_recorded.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut entry = self.entries.entry(key).or_insert_with(|| Entry {
-                url: truncate(url, URL_TEXT_LIMIT).into(),
-                hits: [PlatformHits::default(); PLATFORMS_PER_URL],
+        let new_url = {
+            let mut created = false;
+            let mut entry = self.entries.entry(key).or_insert_with(|| {
+                created = true;
+                Entry::default()
             });
-            let hits = &mut entry.hits;
-            let slot = hits
-                .iter()
-                .position(|h| h.last_seen != 0 && h.platform == index)
-                .or_else(|| hits.iter().position(|h| h.last_seen == 0))
-                .unwrap_or_else(|| oldest_slot(hits));
-            if hits[slot].platform != index || hits[slot].last_seen == 0 {
-                hits[slot] = PlatformHits {
-                    platform: index,
-                    ..PlatformHits::default()
-                };
+            let entry = &mut *entry;
+            let slot = (0..PLATFORMS_PER_URL)
+                .find(|&i| entry.hits[i].last_seen != 0 && entry.platforms[i] == index)
+                .or_else(|| entry.hits.iter().position(|h| h.last_seen == 0))
+                .unwrap_or_else(|| oldest_slot(&entry.hits));
+            if entry.platforms[slot] != index || entry.hits[slot].last_seen == 0 {
+                entry.platforms[slot] = index;
+                entry.hits[slot] = PlatformHits::default();
             }
-            hits[slot].last_seen = stamp;
-            hits[slot].previews = hits[slot].previews.saturating_add(1);
+            entry.hits[slot].last_seen = stamp;
+            entry.hits[slot].previews = entry.hits[slot].previews.saturating_add(1);
+            created
+        };
+        if new_url {
+            self.remember_url_text(key, url);
         }
         self.note_insertion(key, stamp, now);
     }
@@ -173,14 +190,13 @@ impl PreviewTable {
         };
         let (platform, age, platforms) = {
             let entry = self.entries.get(&key)?;
-            let recent = entry
-                .hits
-                .iter()
-                .filter(|h| fresh(h))
-                .max_by_key(|h| h.last_seen)?;
-            let platforms = entry.hits.iter().filter(|h| fresh(h)).count();
+            let (platform, recent) = entry
+                .live()
+                .filter(|(_, h)| fresh(h))
+                .max_by_key(|(_, h)| h.last_seen)?;
+            let platforms = entry.live().filter(|(_, h)| fresh(h)).count();
             (
-                recent.platform,
+                platform,
                 u64::from(stamp.saturating_sub(recent.last_seen)),
                 platforms,
             )
@@ -196,13 +212,13 @@ impl PreviewTable {
     pub fn mark_attributed(&self, url: &str, platform: &Name) {
         let key = self.hasher.hash_one(url);
         let index = self.platform_index(platform);
-        if let Some(mut entry) = self.entries.get_mut(&key)
-            && let Some(hit) = entry
-                .hits
-                .iter_mut()
-                .find(|h| h.platform == index && h.last_seen != 0)
-        {
-            hit.attributed = hit.attributed.saturating_add(1);
+        if let Some(mut entry) = self.entries.get_mut(&key) {
+            let entry = &mut *entry;
+            if let Some(slot) = (0..PLATFORMS_PER_URL)
+                .find(|&i| entry.platforms[i] == index && entry.hits[i].last_seen != 0)
+            {
+                entry.hits[slot].attributed = entry.hits[slot].attributed.saturating_add(1);
+            }
         }
         self.visits_attributed.fetch_add(1, Ordering::Relaxed);
     }
@@ -242,10 +258,14 @@ impl PreviewTable {
     pub fn top(&self, limit: usize) -> Vec<PreviewCounters> {
         let mut rows: Vec<PreviewCounters> = Vec::new();
         for entry in &self.entries {
-            for hit in entry.hits.iter().filter(|h| h.last_seen != 0) {
+            let url = self
+                .url_texts
+                .get(entry.key())
+                .map_or_else(|| format!("#{:016x}", entry.key()), |t| t.to_string());
+            for (platform, hit) in entry.live() {
                 rows.push(PreviewCounters {
-                    url: entry.url.to_string(),
-                    platform: self.platform_name(hit.platform).to_string(),
+                    url: url.clone(),
+                    platform: self.platform_name(platform).to_string(),
                     previews: hit.previews,
                     visits_attributed: hit.attributed,
                     last_preview: self.epoch + u64::from(hit.last_seen),
@@ -287,6 +307,7 @@ impl PreviewTable {
                 .remove_if(&key, |_, entry| entry.newest() <= recorded)
                 .is_some();
             if removed {
+                self.url_texts.remove(&key);
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -314,7 +335,25 @@ impl PreviewTable {
                 .remove_if(&key, |_, entry| entry.newest() <= recorded)
                 .is_some();
             if removed {
+                self.url_texts.remove(&key);
                 self.expired.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Keeps the text of a newly tracked URL, forgetting the oldest texts past the limit. (A
+    /// URL evicted and tracked again may lose its text early: it is for display only.)
+    fn remember_url_text(&self, key: u64, url: &str) {
+        self.url_texts
+            .insert(key, truncate(url, URL_TEXT_LIMIT).into());
+        let mut order = self
+            .url_text_order
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        order.push_back(key);
+        while order.len() > URL_TEXTS_KEPT {
+            if let Some(old) = order.pop_front() {
+                self.url_texts.remove(&old);
             }
         }
     }
