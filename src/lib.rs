@@ -6,6 +6,8 @@
 //! * [`attribution`] — the headers and signed cookies the application receives. Pure.
 //! * [`routing`] — which configured site answers a host. Pure.
 //! * [`config`] — the YAML schema, validation with file/line/column errors.
+//! * [`telemetry`] — one OpenTelemetry span per request, exported off the request path (span
+//!   building and export with feature `telemetry`; its configuration is always there).
 //! * `proxy` (feature `proxy`) — the Pingora glue: the ready reverse-proxy app, the server that
 //!   runs it, and the demo origin.
 
@@ -16,3 +18,4 @@ pub mod offline;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod routing;
+pub mod telemetry;
