@@ -15,8 +15,24 @@ pub mod config;
 pub mod route;
 pub mod settings;
 
+#[cfg(feature = "telemetry")]
+pub mod attributes;
+#[cfg(feature = "telemetry")]
+mod pipeline;
+#[cfg(feature = "telemetry")]
+mod provider;
+#[cfg(feature = "telemetry")]
+pub mod span;
+#[cfg(feature = "telemetry")]
+pub mod stats;
 
 pub use config::{
     AttributeConfig, BatchConfig, ClientAddressMode, ExporterKind, OtlpConfig, OtlpProtocol,
     RouteConfig, SamplerKind, TelemetryConfig, TraceContextMode,
 };
+#[cfg(feature = "telemetry")]
+pub use provider::{Telemetry, TelemetryError};
+#[cfg(feature = "telemetry")]
+pub use span::{RequestSpan, RequestTracer, SpanSettings};
+#[cfg(feature = "telemetry")]
+pub use stats::{ExportCounts, ExportStats};
