@@ -222,7 +222,8 @@ pub(crate) fn span_json(span: &SpanData, service_name: &str) -> serde_json::Valu
         "kind": format!("{:?}", span.span_kind).to_ascii_lowercase(),
         "trace_id": span.span_context.trace_id().to_string(),
         "span_id": span.span_context.span_id().to_string(),
-        "parent_span_id": span.parent_span_id.to_string(),
+        "parent_span_id": (span.parent_span_id != opentelemetry::trace::SpanId::INVALID)
+            .then(|| span.parent_span_id.to_string()),
         "start_unix_us": micros(span.start_time),
         "duration_us": span.end_time.duration_since(span.start_time).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
         "status": status,
