@@ -8,6 +8,8 @@
 //! * [`routing`] — which configured site answers a host. Pure.
 //! * [`config`] — the YAML schema, validation with file/line/column errors.
 //! * `admin` (feature `proxy`) — operator endpoints on their own listener.
+//! * [`telemetry`] — one OpenTelemetry span per request, exported off the request path (span
+//!   building and export with feature `telemetry`; its configuration is always there).
 //! * `proxy` (feature `proxy`) — the Pingora glue: the ready reverse-proxy app, the server that
 //!   runs it, and the demo origin.
 
@@ -21,3 +23,4 @@ pub mod offline;
 #[cfg(feature = "proxy")]
 pub mod proxy;
 pub mod routing;
+pub mod telemetry;

@@ -91,7 +91,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn serve(path: &Path) -> Result<ExitCode> {
     let config = config::load(path)?;
     init_logging(config.log.level, config.log.format);
-    let server = darklight::proxy::build_server(&config)
+    let telemetry = darklight::telemetry::Telemetry::start(&config.telemetry)?;
+    let server = darklight::proxy::server::build_server_with_telemetry(&config, &telemetry)
         .with_context(|| format!("cannot start with {}", path.display()))?;
     for listener in &config.listen {
         let scheme = if listener.tls.is_some() {
@@ -107,6 +108,8 @@ fn serve(path: &Path) -> Result<ExitCode> {
     // Pingora handles SIGTERM (graceful: finish in-flight requests within the grace period)
     // and SIGINT (fast shutdown), then returns here.
     server.run(pingora::server::RunArgs::default());
+    // Export what is still queued, bounded so a dead collector cannot hold up the exit.
+    telemetry.shutdown(std::time::Duration::from_secs(5));
     tracing::info!("darklight stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,8 @@ use super::values::{
 use crate::attribution::AttributionConfig;
 use crate::classify::{ClassificationConfig, SiteClassificationConfig};
 use crate::correlation::CorrelationConfig;
+use crate::telemetry::RouteConfig;
+pub use crate::telemetry::TelemetryConfig;
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -205,6 +207,9 @@ pub struct SiteConfig {
     /// Site-specific classification: landing paths that are not deep links, and so on.
     #[serde(default)]
     pub classification: SiteClassificationConfig,
+    /// Low-cardinality routes for span names (`GET /articles/*`), first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
 }
 
 fn upstreams<'de, D: serde::Deserializer<'de>>(
@@ -303,12 +308,4 @@ impl Default for TimeoutConfig {
             idle: secs(60),
         }
     }
-}
-
-/// Span export to an OpenTelemetry collector.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TelemetryConfig {
-    /// Turn span export on or off.
-    pub enabled: bool,
 }

@@ -18,6 +18,8 @@ use pingora::modules::http::compression::ResponseCompressionBuilder;
 
 use crate::config::{self, Config};
 use crate::routing::{SiteIndex, SiteRouter, normalize_host};
+use crate::telemetry::route::RouteError;
+use crate::telemetry::{RequestSpan, RequestTracer, SpanSettings};
 
 use super::plugin::{DarklightContext, DarklightModule, Engine, EngineError};
 use super::upstream::{PreparedPool, UpstreamError, UpstreamPool};
@@ -32,6 +34,9 @@ pub enum BuildError {
     /// The classification or attribution settings did not compile.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A site's `routes` did not compile.
+    #[error(transparent)]
+    Routes(#[from] RouteError),
 }
 
 /// One site at run time.
@@ -56,6 +61,8 @@ pub struct ProxyState {
     pub trust_forwarded_headers: bool,
     /// Write one log line per request.
     pub access_log: bool,
+    /// One span per request, when telemetry is enabled.
+    pub telemetry: Option<RequestTracer>,
 }
 
 /// A site whose pool is built but whose health checks are not yet started.
@@ -72,6 +79,8 @@ pub struct PreparedState {
     engine: Engine,
     trust_forwarded_headers: bool,
     access_log: bool,
+    spans: SpanSettings,
+    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
 }
 
 impl PreparedState {
@@ -92,7 +101,14 @@ impl PreparedState {
             engine,
             trust_forwarded_headers: config.server.trust_forwarded_headers,
             access_log: config.log.access_log,
+            spans: SpanSettings::new(config)?,
+            tracer: None,
         })
+    }
+
+    /// Records one span per request with `tracer` (from [`crate::telemetry::Telemetry`]).
+    pub fn trace_with(&mut self, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+        self.tracer = tracer;
     }
 
     /// Finishes the state; `run_health_checks` starts a site's health-checked balancer as a
@@ -123,6 +139,7 @@ impl PreparedState {
             engine: Arc::new(self.engine),
             trust_forwarded_headers: self.trust_forwarded_headers,
             access_log: self.access_log,
+            telemetry: self.tracer.map(|t| RequestTracer::new(t, self.spans)),
         }
     }
 }
@@ -132,6 +149,7 @@ pub struct RequestContext {
     started: Instant,
     site: Option<SiteIndex>,
     upstream: Option<SocketAddr>,
+    trace: Option<RequestSpan>,
 }
 
 /// The darklight reverse proxy, a Pingora [`ProxyHttp`] application.
@@ -158,6 +176,7 @@ impl ProxyHttp for DarklightProxy {
             started: Instant::now(),
             site: None,
             upstream: None,
+            trace: None,
         }
     }
 
@@ -167,11 +186,10 @@ impl ProxyHttp for DarklightProxy {
         modules.add_module(DarklightModule::builder(Arc::clone(&self.state.engine)));
     }
 
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        _ctx: &mut Self::CTX,
-    ) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        if let Some(tracer) = &self.state.telemetry {
+            ctx.trace = Some(super::spans::begin(tracer, session));
+        }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         if let Some(module) = session.downstream_modules_ctx.get_mut::<DarklightContext>() {
             module.tls = tls;
@@ -267,6 +285,18 @@ impl ProxyHttp for DarklightProxy {
         {
             upstream_request.insert_header(header::HOST, target.host_header())?;
         }
+        if let (Some(tracer), Some(mut trace)) = (&self.state.telemetry, ctx.trace.take()) {
+            let result = super::spans::on_upstream_request(
+                tracer,
+                &mut trace,
+                session,
+                ctx,
+                &self.state,
+                upstream_request,
+            );
+            ctx.trace = Some(trace);
+            result?;
+        }
         Ok(())
     }
 
@@ -289,6 +319,9 @@ impl ProxyHttp for DarklightProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
+        if let (Some(tracer), Some(mut trace)) = (&self.state.telemetry, ctx.trace.take()) {
+            super::spans::finish(tracer, &mut trace, session, error, ctx, &self.state);
+        }
         if !self.state.access_log {
             return;
         }

@@ -6,6 +6,7 @@ pub mod demo;
 mod forwarded;
 pub mod plugin;
 pub mod server;
+mod spans;
 pub mod upstream;
 
 pub use app::{DarklightProxy, ProxyState};

@@ -17,6 +17,7 @@ use super::demo::DemoOrigin;
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::correlation::PreviewTable;
+use crate::telemetry::Telemetry;
 
 /// Why darklight could not start serving.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +45,20 @@ pub enum RunError {
     },
 }
 
-/// Builds a ready-to-run Pingora server for `config`.
+/// Builds a ready-to-run Pingora server for `config`, without spans.
 ///
 /// Listen addresses are probed first so that a port already in use is a clear error here
 /// rather than a failure inside Pingora's startup.
 pub fn build_server(config: &Config) -> Result<Server, RunError> {
+    build_server_with_telemetry(config, &Telemetry::disabled())
+}
+
+/// Builds a ready-to-run Pingora server for `config` that records spans with `telemetry`
+/// (started by the caller, which shuts it down after [`Server::run`] returns).
+pub fn build_server_with_telemetry(
+    config: &Config,
+    telemetry: &Telemetry,
+) -> Result<Server, RunError> {
     probe_listeners(config)?;
 
     let conf = ServerConf {
@@ -64,7 +74,8 @@ pub fn build_server(config: &Config) -> Result<Server, RunError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let prepared = PreparedState::new(config)?;
+    let mut prepared = PreparedState::new(config)?;
+    prepared.trace_with(telemetry.tracer());
     let state = prepared.into_state(|site, balancer| {
         let service = background_service(&format!("health check for site {site}"), balancer);
         let shared = service.task();

@@ -1,0 +1,165 @@
+//! The request span in Pingora's phases: begun in `early_request_filter`, started and
+//! propagated to the upstream in `upstream_request_filter`, ended in `logging`.
+
+use http::header;
+use pingora::Error;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+
+use crate::telemetry::address::client_address;
+use crate::telemetry::attributes::RequestInfo;
+use crate::telemetry::span::{SpanEnd, SpanStart, TRACEPARENT, TRACESTATE};
+use crate::telemetry::{RequestSpan, RequestTracer};
+
+use super::app::{ProxyState, RequestContext};
+use super::plugin::DarklightContext;
+
+/// Notes the arrival time and the client's trace context.
+pub fn begin(tracer: &RequestTracer, session: &Session) -> RequestSpan {
+    tracer.begin(&session.req_header().headers)
+}
+
+/// Starts the span (when not yet started) from what the session and context know.
+fn ensure_started(
+    tracer: &RequestTracer,
+    trace: &mut RequestSpan,
+    session: &Session,
+    ctx: &RequestContext,
+    state: &ProxyState,
+) {
+    if trace.started() {
+        return;
+    }
+    let settings = tracer.settings();
+    let request = session.req_header();
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let authority = request.uri.authority().map(|a| a.as_str()).or_else(|| {
+        request
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+    });
+    let (host, port) = split_host_port(authority.unwrap_or(""));
+    let port = port.or_else(|| {
+        session
+            .server_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.port())
+    });
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .and_then(|a| client_address(a.ip(), settings.client_address));
+    let path = request.uri.path();
+    let module = session.downstream_modules_ctx.get::<DarklightContext>();
+    let site = ctx.site();
+    let start = SpanStart {
+        request: RequestInfo {
+            method: request.method.as_str(),
+            path,
+            query: if settings.url_query {
+                request.uri.query()
+            } else {
+                None
+            },
+            scheme: if tls { "https" } else { "http" },
+            user_agent: request
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+            server_address: (!host.is_empty()).then_some(host),
+            server_port: port,
+            protocol_version: protocol_version(request.version),
+            client_address: client,
+            route: settings.route(site, path),
+        },
+        site: site
+            .and_then(|i| state.sites.get(i))
+            .map(|s| s.name.as_str()),
+        upstream: ctx.upstream(),
+        classification: module.and_then(|m| m.classification.as_ref()),
+        plan: module.map(|m| &m.plan),
+    };
+    tracer.start(trace, &start);
+}
+
+/// Starts the span and, when the mode injects, replaces the client's trace context headers on
+/// the upstream request with darklight's.
+pub fn on_upstream_request(
+    tracer: &RequestTracer,
+    trace: &mut RequestSpan,
+    session: &Session,
+    ctx: &RequestContext,
+    state: &ProxyState,
+    upstream_request: &mut RequestHeader,
+) -> pingora::Result<()> {
+    ensure_started(tracer, trace, session, ctx, state);
+    if let Some(headers) = tracer.upstream_headers(trace) {
+        upstream_request.remove_header(TRACESTATE);
+        upstream_request.insert_header(TRACEPARENT, headers.traceparent)?;
+        if let Some(tracestate) = headers.tracestate {
+            upstream_request.insert_header(TRACESTATE, tracestate)?;
+        }
+    }
+    Ok(())
+}
+
+/// Ends the span with the response status and the proxy error, if any.
+pub fn finish(
+    tracer: &RequestTracer,
+    trace: &mut RequestSpan,
+    session: &Session,
+    error: Option<&Error>,
+    ctx: &RequestContext,
+    state: &ProxyState,
+) {
+    ensure_started(tracer, trace, session, ctx, state);
+    let status = session.response_written().map(|r| r.status.as_u16());
+    let end = SpanEnd {
+        status,
+        error: error.map(|e| (e.etype().as_str(), e.to_string())),
+    };
+    tracer.finish(trace, &end);
+}
+
+/// Splits `host:port` / `[v6]:port`; the port is `None` when absent or not a number.
+fn split_host_port(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return (authority, None);
+        };
+        return (host, after.strip_prefix(':').and_then(|p| p.parse().ok()));
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().ok()),
+        None => (authority, None),
+    }
+}
+
+fn protocol_version(version: http::Version) -> Option<&'static str> {
+    Some(match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_11 => "1.1",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port() {
+        assert_eq!(
+            split_host_port("example.com:8080"),
+            ("example.com", Some(8080))
+        );
+        assert_eq!(split_host_port("example.com"), ("example.com", None));
+        assert_eq!(split_host_port("[::1]:443"), ("::1", Some(443)));
+        assert_eq!(split_host_port("[::1]"), ("::1", None));
+        assert_eq!(split_host_port(""), ("", None));
+    }
+}

@@ -1,0 +1,268 @@
+//! The tracer provider: built once at startup from the resolved settings, shut down (flushing
+//! what is queued) when darklight stops.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{
+    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanExporter,
+};
+
+use super::config::{BatchConfig, OtlpProtocol, SamplerKind, TelemetryConfig};
+use super::pipeline::{GuardedExporter, QueueDepth, QueueGate, StdoutExporter};
+use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
+use super::stats::ExportStats;
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TelemetryError {
+    /// The `OTEL_*` environment does not complete the configuration.
+    #[error("telemetry: {0}")]
+    Settings(#[from] SettingsError),
+    /// The OTLP exporter could not be built (bad endpoint, TLS setup).
+    #[error("telemetry: cannot build the OTLP exporter for {endpoint}: {reason}")]
+    Exporter {
+        /// The collector URL.
+        endpoint: String,
+        /// The exporter's message.
+        reason: String,
+    },
+    /// The exporter's background runtime could not be started.
+    #[error("telemetry: cannot start the export thread: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// Span recording and export for the whole process; inert when telemetry is disabled.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    active: Option<Active>,
+}
+
+#[derive(Debug)]
+struct Active {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+    settings: TelemetrySettings,
+    stats: Arc<ExportStats>,
+    /// Runs OTLP network I/O; dropped after the provider is shut down.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Telemetry {
+    /// Telemetry that records nothing.
+    pub fn disabled() -> Telemetry {
+        Telemetry::default()
+    }
+
+    /// Starts telemetry for `config`, completed from the process environment. Never connects:
+    /// the collector may be down, spans then wait in the queue or are dropped.
+    pub fn start(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+        if !config.enabled {
+            return Ok(Telemetry::disabled());
+        }
+        let host = host_name();
+        let settings = settings::resolve(config, |name| std::env::var(name).ok(), host.as_deref())?;
+        Telemetry::start_with(&settings, &config.batch)
+    }
+
+    /// Starts telemetry with already resolved settings.
+    pub fn start_with(
+        settings: &TelemetrySettings,
+        batch: &BatchConfig,
+    ) -> Result<Telemetry, TelemetryError> {
+        let stats = Arc::new(ExportStats::default());
+        let resource = Resource::builder_empty()
+            .with_attributes(
+                settings
+                    .resource
+                    .iter()
+                    .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
+            )
+            .build();
+        let mut builder = SdkTracerProvider::builder()
+            .with_sampler(sampler(settings.sampler))
+            .with_resource(resource);
+
+        let mut runtime = None;
+        match &settings.exporter {
+            ExporterSettings::None => {}
+            ExporterSettings::Stdout => {
+                let exporter = StdoutExporter::new(settings.service_name());
+                builder = builder.with_span_processor(gated(
+                    exporter,
+                    None,
+                    Duration::from_secs(10),
+                    batch,
+                    &stats,
+                ));
+            }
+            ExporterSettings::Otlp {
+                protocol,
+                endpoint,
+                timeout,
+            } => {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("darklight-telemetry")
+                    .enable_all()
+                    .build()
+                    .map_err(TelemetryError::Runtime)?;
+                let exporter = {
+                    // tonic and hyper bind their background tasks to the runtime they are built in.
+                    let _entered = rt.enter();
+                    otlp_exporter(*protocol, endpoint, *timeout)?
+                };
+                builder = builder.with_span_processor(gated(
+                    exporter,
+                    Some(rt.handle().clone()),
+                    *timeout,
+                    batch,
+                    &stats,
+                ));
+                runtime = Some(rt);
+            }
+        }
+        let provider = builder.build();
+        let tracer = opentelemetry::trace::TracerProvider::tracer_with_scope(
+            &provider,
+            opentelemetry::InstrumentationScope::builder("darklight")
+                .with_version(env!("CARGO_PKG_VERSION"))
+                .build(),
+        );
+        Ok(Telemetry {
+            active: Some(Active {
+                provider,
+                tracer,
+                settings: settings.clone(),
+                stats,
+                runtime,
+            }),
+        })
+    }
+
+    /// True when spans are recorded.
+    pub fn enabled(&self) -> bool {
+        self.active.is_some()
+    }
+
+    /// The tracer requests use, when enabled.
+    pub fn tracer(&self) -> Option<SdkTracer> {
+        self.active.as_ref().map(|a| a.tracer.clone())
+    }
+
+    /// The resolved settings, when enabled.
+    pub fn settings(&self) -> Option<&TelemetrySettings> {
+        self.active.as_ref().map(|a| &a.settings)
+    }
+
+    /// The export counters (all zero when disabled).
+    pub fn stats(&self) -> Arc<ExportStats> {
+        self.active
+            .as_ref()
+            .map_or_else(Arc::default, |a| Arc::clone(&a.stats))
+    }
+
+    /// Exports what is queued and stops, within about `timeout`; spans still queued after
+    /// that are lost (and logged).
+    pub fn shutdown(self, timeout: Duration) {
+        let Some(active) = self.active else { return };
+        if let Err(error) = active.provider.shutdown_with_timeout(timeout) {
+            tracing::warn!(target: "darklight::telemetry", %error, "telemetry did not flush every span before stopping");
+        }
+        let counts = active.stats.counts();
+        tracing::info!(
+            target: "darklight::telemetry",
+            exported = counts.exported,
+            dropped = counts.dropped,
+            failed = counts.failed,
+            "telemetry stopped"
+        );
+        if let Some(runtime) = active.runtime {
+            runtime.shutdown_timeout(Duration::from_millis(500));
+        }
+    }
+}
+
+fn gated<E: SpanExporter + 'static>(
+    exporter: E,
+    runtime: Option<tokio::runtime::Handle>,
+    timeout: Duration,
+    batch: &BatchConfig,
+    stats: &Arc<ExportStats>,
+) -> QueueGate<BatchSpanProcessor> {
+    let depth = Arc::new(QueueDepth::default());
+    let guarded = GuardedExporter::new(
+        exporter,
+        runtime,
+        timeout,
+        Arc::clone(&depth),
+        Arc::clone(stats),
+    );
+    let config = BatchConfigBuilder::default()
+        .with_max_queue_size(batch.max_queue_size)
+        .with_max_export_batch_size(batch.max_export_batch_size)
+        .with_scheduled_delay(batch.scheduled_delay.0)
+        .build();
+    let processor = BatchSpanProcessor::builder(guarded)
+        .with_batch_config(config)
+        .build();
+    QueueGate::new(processor, depth, batch.max_queue_size, Arc::clone(stats))
+}
+
+fn otlp_exporter(
+    protocol: OtlpProtocol,
+    endpoint: &str,
+    timeout: Duration,
+) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
+    let built = match protocol {
+        OtlpProtocol::Grpc => {
+            let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(timeout);
+            if endpoint.starts_with("https://") {
+                builder = builder.with_tls_config(
+                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
+                        .with_native_roots(),
+                );
+            }
+            builder.build()
+        }
+        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(endpoint)
+            .with_timeout(timeout)
+            .build(),
+    };
+    built.map_err(|e| TelemetryError::Exporter {
+        endpoint: endpoint.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn sampler(settings: SamplerSettings) -> Sampler {
+    let ratio = Sampler::TraceIdRatioBased(settings.ratio);
+    match settings.kind {
+        SamplerKind::AlwaysOn => Sampler::AlwaysOn,
+        SamplerKind::AlwaysOff => Sampler::AlwaysOff,
+        SamplerKind::TraceIdRatio => ratio,
+        SamplerKind::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        SamplerKind::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        SamplerKind::ParentBasedTraceIdRatio => Sampler::ParentBased(Box::new(ratio)),
+    }
+}
+
+/// The machine's host name, for `host.name`.
+fn host_name() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}

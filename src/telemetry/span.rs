@@ -1,0 +1,463 @@
+//! One SERVER span per request, independent of the proxy framework: begun when the request
+//! arrives (start time, the client's trace context), started with its attributes once the
+//! request is classified and routed, ended when the response is done.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{
+    SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+
+use super::attributes::{self, RequestInfo, keys};
+use super::config::{ClientAddressMode, TraceContextMode};
+use super::route::{RouteError, RouteTable};
+use crate::attribution::Plan;
+use crate::classify::Classification;
+use crate::config::Config;
+
+/// The W3C `traceparent` header.
+pub const TRACEPARENT: &str = "traceparent";
+/// The W3C `tracestate` header.
+pub const TRACESTATE: &str = "tracestate";
+
+/// Per-request span settings compiled from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SpanSettings {
+    /// W3C trace context handling.
+    pub trace_context: TraceContextMode,
+    /// Record `url.query`.
+    pub url_query: bool,
+    /// How much of the client address to record.
+    pub client_address: ClientAddressMode,
+    routes: Vec<RouteTable>,
+}
+
+impl SpanSettings {
+    /// Compiles the telemetry section and every site's `routes`.
+    pub fn new(config: &Config) -> Result<SpanSettings, RouteError> {
+        let routes = config
+            .sites
+            .iter()
+            .map(|site| RouteTable::new(&site.routes))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SpanSettings {
+            trace_context: config.telemetry.trace_context,
+            url_query: config.telemetry.attributes.url_query,
+            client_address: config.telemetry.attributes.client_address,
+            routes,
+        })
+    }
+
+    /// The route of `path` on the site at `site` (configuration order).
+    pub fn route(&self, site: Option<usize>, path: &str) -> Option<&str> {
+        self.routes.get(site?)?.route(path)
+    }
+}
+
+/// What the span of a request is started with.
+#[derive(Debug, Default)]
+pub struct SpanStart<'a> {
+    /// The request itself.
+    pub request: RequestInfo<'a>,
+    /// The site that serves it.
+    pub site: Option<&'a str>,
+    /// The upstream chosen.
+    pub upstream: Option<SocketAddr>,
+    /// darklight's classification, when the request was classified.
+    pub classification: Option<&'a Classification>,
+    /// The attribution plan (for the first touch).
+    pub plan: Option<&'a Plan>,
+}
+
+/// How a request ended.
+#[derive(Debug, Default)]
+pub struct SpanEnd<'a> {
+    /// The status sent to the client, if any was.
+    pub status: Option<u16>,
+    /// The proxy error's kind (`ConnectRefused`…) and message, when the proxy failed.
+    pub error: Option<(&'a str, String)>,
+}
+
+/// The trace context headers for the upstream request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceHeaders {
+    /// `traceparent`: darklight's span as the parent.
+    pub traceparent: String,
+    /// `tracestate`, when there is one to forward.
+    pub tracestate: Option<String>,
+}
+
+/// A request's span from arrival to end.
+#[derive(Debug)]
+pub struct RequestSpan {
+    start: SystemTime,
+    parent: Option<SpanContext>,
+    span: Option<SdkSpan>,
+}
+
+impl RequestSpan {
+    /// True once the span was started.
+    pub fn started(&self) -> bool {
+        self.span.is_some()
+    }
+
+    /// The client's span this request continues, if any.
+    pub fn parent(&self) -> Option<&SpanContext> {
+        self.parent.as_ref()
+    }
+
+    /// The context of darklight's span, once started.
+    pub fn span_context(&self) -> Option<&SpanContext> {
+        self.span
+            .as_ref()
+            .map(opentelemetry::trace::Span::span_context)
+    }
+}
+
+/// Creates request spans with a tracer and the compiled settings.
+#[derive(Debug, Clone)]
+pub struct RequestTracer {
+    tracer: SdkTracer,
+    settings: SpanSettings,
+    propagator: TraceContextPropagator,
+}
+
+impl RequestTracer {
+    /// A tracer for requests.
+    pub fn new(tracer: SdkTracer, settings: SpanSettings) -> RequestTracer {
+        RequestTracer {
+            tracer,
+            settings,
+            propagator: TraceContextPropagator::new(),
+        }
+    }
+
+    /// A tracer from a throw-away provider with no exporter, for tests and benches.
+    pub fn detached(settings: SpanSettings) -> RequestTracer {
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        RequestTracer::new(provider.tracer("darklight"), settings)
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &SpanSettings {
+        &self.settings
+    }
+
+    /// Notes the arrival time and, when the mode extracts, the client's trace context.
+    pub fn begin(&self, headers: &http::HeaderMap) -> RequestSpan {
+        let parent = if self.settings.trace_context.extracts() {
+            let context = self.propagator.extract(&HeaderExtractor(headers));
+            let remote = context.span().span_context().clone();
+            remote.is_valid().then_some(remote)
+        } else {
+            None
+        };
+        RequestSpan {
+            start: SystemTime::now(),
+            parent,
+            span: None,
+        }
+    }
+
+    /// Starts the span (once) with everything known about the request.
+    pub fn start(&self, request: &mut RequestSpan, start: &SpanStart<'_>) {
+        if request.span.is_some() {
+            return;
+        }
+        let parent = match &request.parent {
+            Some(remote) => Context::new().with_remote_span_context(remote.clone()),
+            None => Context::new(),
+        };
+        let mut attributes = Vec::with_capacity(40);
+        attributes::request_attributes(&start.request, &mut attributes);
+        let name = attributes::span_name(start.request.method, start.request.route);
+        let builder = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_start_time(request.start)
+            .with_attributes(attributes);
+        let mut span = self.tracer.build_with_context(builder, &parent);
+        if opentelemetry::trace::Span::is_recording(&span) {
+            let mut more = Vec::with_capacity(32);
+            attributes::routing_attributes(start.site, start.upstream, &mut more);
+            if let Some(classification) = start.classification {
+                let default_plan = Plan::default();
+                let plan = start.plan.unwrap_or(&default_plan);
+                attributes::classification_attributes(classification, plan, &mut more);
+            }
+            opentelemetry::trace::Span::set_attributes(&mut span, more);
+        }
+        request.span = Some(span);
+    }
+
+    /// The headers the upstream request carries instead of the client's, when the mode injects.
+    pub fn upstream_headers(&self, request: &RequestSpan) -> Option<TraceHeaders> {
+        if !self.settings.trace_context.injects() {
+            return None;
+        }
+        let context = Context::new().with_remote_span_context(request.span_context()?.clone());
+        let mut injected = HashMap::with_capacity(2);
+        self.propagator
+            .inject_context(&context, &mut HeaderInjector(&mut injected));
+        Some(TraceHeaders {
+            traceparent: injected.remove(TRACEPARENT)?,
+            tracestate: injected.remove(TRACESTATE).filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// Ends the span (it must have been started) with the response status and any error.
+    pub fn finish(&self, request: &mut RequestSpan, end: &SpanEnd<'_>) {
+        let Some(mut span) = request.span.take() else {
+            return;
+        };
+        use opentelemetry::trace::Span as _;
+        if span.is_recording() {
+            let mut attributes = Vec::with_capacity(2);
+            attributes::response_attributes(end.status, &mut attributes);
+            let kind = end.error.as_ref().map(|(kind, _)| *kind);
+            if let Some(error_type) = attributes::error_type(end.status, kind) {
+                attributes.push(KeyValue::new(keys::ERROR_TYPE, error_type.clone()));
+                let description = match &end.error {
+                    Some((_, message)) => {
+                        span.add_event(
+                            "exception",
+                            vec![
+                                KeyValue::new("exception.type", error_type.clone()),
+                                KeyValue::new("exception.message", message.clone()),
+                            ],
+                        );
+                        message.clone()
+                    }
+                    None => format!("HTTP {}", end.status.unwrap_or(0)),
+                };
+                span.set_status(Status::error(description));
+            }
+            span.set_attributes(attributes);
+        }
+        span.end();
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct HeaderInjector<'a>(&'a mut HashMap<&'static str, String>);
+
+impl Injector for HeaderInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        let key = match key {
+            TRACEPARENT => TRACEPARENT,
+            TRACESTATE => TRACESTATE,
+            _ => return,
+        };
+        self.0.insert(key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+
+    use super::*;
+
+    /// Keeps finished spans in memory.
+    #[derive(Clone, Debug, Default)]
+    struct Collected(Arc<Mutex<Vec<SpanData>>>);
+
+    impl Collected {
+        fn get_finished_spans(&self) -> Result<Vec<SpanData>, ()> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+
+    impl SpanExporter for Collected {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn tracer(mode: TraceContextMode) -> (RequestTracer, Collected) {
+        let exporter = Collected::default();
+        let provider = SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let settings = SpanSettings {
+            trace_context: mode,
+            ..SpanSettings::default()
+        };
+        (
+            RequestTracer::new(provider.tracer("test"), settings),
+            exporter,
+        )
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+        }
+        map
+    }
+
+    fn start(request: &mut RequestSpan, tracer: &RequestTracer) {
+        tracer.start(
+            request,
+            &SpanStart {
+                request: RequestInfo {
+                    method: "GET",
+                    path: "/articles/x",
+                    scheme: "http",
+                    route: Some("/articles/*"),
+                    ..RequestInfo::default()
+                },
+                site: Some("news"),
+                ..SpanStart::default()
+            },
+        );
+    }
+
+    #[test]
+    fn continue_mode_extracts_and_injects() {
+        let (tracer, exporter) = tracer(TraceContextMode::Continue);
+        let mut request = tracer.begin(&headers(&[
+            (TRACEPARENT, PARENT),
+            (TRACESTATE, "vendor=abc"),
+        ]));
+        assert!(request.parent().is_some());
+        start(&mut request, &tracer);
+        let upstream = tracer.upstream_headers(&request).unwrap();
+        let own = request.span_context().unwrap().clone();
+        assert_eq!(
+            upstream.traceparent,
+            format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{}-01", own.span_id())
+        );
+        assert_eq!(upstream.tracestate.as_deref(), Some("vendor=abc"));
+        tracer.finish(
+            &mut request,
+            &SpanEnd {
+                status: Some(200),
+                error: None,
+            },
+        );
+        let spans = exporter.get_finished_spans().unwrap();
+        assert_eq!(spans.len(), 1);
+        let span = &spans[0];
+        assert_eq!(span.name, "GET /articles/*");
+        assert_eq!(span.span_kind, SpanKind::Server);
+        assert_eq!(
+            span.span_context.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert_eq!(
+            span.parent_span_id,
+            SpanId::from_hex("00f067aa0ba902b7").unwrap()
+        );
+        assert_eq!(span.status, Status::Unset);
+    }
+
+    #[test]
+    fn modes_decide_what_flows() {
+        let incoming = headers(&[(TRACEPARENT, PARENT)]);
+        for (mode, continues, injects) in [
+            (TraceContextMode::Continue, true, true),
+            (TraceContextMode::Inject, false, true),
+            (TraceContextMode::Extract, true, false),
+            (TraceContextMode::Ignore, false, false),
+        ] {
+            let (tracer, exporter) = tracer(mode);
+            let mut request = tracer.begin(&incoming);
+            start(&mut request, &tracer);
+            assert_eq!(
+                tracer.upstream_headers(&request).is_some(),
+                injects,
+                "{mode:?}"
+            );
+            tracer.finish(&mut request, &SpanEnd::default());
+            let span = exporter.get_finished_spans().unwrap().remove(0);
+            let continued = span.span_context.trace_id()
+                == TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+            assert_eq!(continued, continues, "{mode:?}");
+            assert_eq!(
+                span.parent_span_id != SpanId::INVALID,
+                continues,
+                "{mode:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn malformed_traceparent_starts_a_new_trace() {
+        let (tracer, _) = tracer(TraceContextMode::Continue);
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "garbage",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        ] {
+            let request = tracer.begin(&headers(&[(TRACEPARENT, bad)]));
+            assert!(request.parent().is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_and_server_errors_set_error_status() {
+        let (tracer, exporter) = tracer(TraceContextMode::Continue);
+        let cases = [
+            (
+                Some(502),
+                Some(("ConnectRefused", "connection refused".to_string())),
+                true,
+            ),
+            (Some(503), None, true),
+            (Some(404), None, false),
+            (Some(200), None, false),
+        ];
+        for (status, error, is_error) in cases {
+            let mut request = tracer.begin(&http::HeaderMap::new());
+            start(&mut request, &tracer);
+            let kind = error.as_ref().map(|(k, _)| *k);
+            tracer.finish(&mut request, &SpanEnd { status, error });
+            let span = exporter.get_finished_spans().unwrap().pop().unwrap();
+            assert_eq!(
+                matches!(span.status, Status::Error { .. }),
+                is_error,
+                "{status:?}"
+            );
+            let error_type = span
+                .attributes
+                .iter()
+                .find(|kv| kv.key.as_str() == keys::ERROR_TYPE)
+                .map(|kv| kv.value.to_string());
+            assert_eq!(error_type.is_some(), is_error, "{status:?}");
+            if let Some(kind) = kind {
+                assert_eq!(error_type.as_deref(), Some(kind));
+                assert_eq!(span.events.len(), 1);
+            }
+        }
+    }
+}

@@ -1,0 +1,571 @@
+//! Spans through the real proxy: exported over OTLP/gRPC and OTLP/HTTP to receivers started
+//! here on 127.0.0.1, trace context continued from the client and passed to the upstream, and
+//! requests served at full speed when the collector is down.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use prost::Message;
+
+use common::{Darklight, Upstream, get};
+
+/// How long spans may take to reach the receiver.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(20);
+
+const PHONE: &str = "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36";
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+/// One received span, flattened.
+#[derive(Debug, Clone)]
+struct Received {
+    name: String,
+    kind: i32,
+    trace_id: String,
+    span_id: String,
+    parent_span_id: String,
+    attributes: HashMap<String, String>,
+    status_code: i32,
+    events: Vec<String>,
+    resource: HashMap<String, String>,
+}
+
+impl Received {
+    fn attribute(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+fn value_text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
+    match value.and_then(|v| v.value.as_ref()) {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::DoubleValue(d)) => d.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+fn flatten(request: ExportTraceServiceRequest) -> Vec<Received> {
+    let mut out = Vec::new();
+    for resource_spans in request.resource_spans {
+        let resource: HashMap<String, String> = resource_spans
+            .resource
+            .map(|r| {
+                r.attributes
+                    .into_iter()
+                    .map(|kv| (kv.key, value_text(kv.value.as_ref())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                out.push(Received {
+                    name: span.name,
+                    kind: span.kind,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                    attributes: span
+                        .attributes
+                        .into_iter()
+                        .map(|kv| (kv.key, value_text(kv.value.as_ref())))
+                        .collect(),
+                    status_code: span.status.map_or(0, |s| s.code),
+                    events: span.events.into_iter().map(|e| e.name).collect(),
+                    resource: resource.clone(),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type Store = Arc<Mutex<Vec<Received>>>;
+
+/// Waits until `store` holds at least `count` spans.
+fn wait_for_spans(store: &Store, count: usize) -> Vec<Received> {
+    let deadline = Instant::now() + EXPORT_TIMEOUT;
+    loop {
+        let spans = store.lock().unwrap().clone();
+        if spans.len() >= count {
+            return spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {count} spans, got {}: {spans:#?}",
+            spans.len()
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An OTLP/gRPC receiver on 127.0.0.1, running on its own tokio runtime.
+struct GrpcCollector {
+    port: u16,
+    spans: Store,
+    _runtime: tokio::runtime::Runtime,
+}
+
+struct Service(Store);
+
+#[tonic::async_trait]
+impl TraceService for Service {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().unwrap().extend(flatten(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl GrpcCollector {
+    fn start() -> GrpcCollector {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let spans = Store::default();
+        let service = Service(Arc::clone(&spans));
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(service))
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
+                .await
+                .unwrap();
+        });
+        GrpcCollector {
+            port,
+            spans,
+            _runtime: runtime,
+        }
+    }
+}
+
+/// An OTLP/HTTP receiver: `POST /v1/traces` with a protobuf body.
+struct HttpCollector {
+    port: u16,
+    spans: Store,
+    paths: Arc<Mutex<Vec<String>>>,
+}
+
+impl HttpCollector {
+    fn start() -> HttpCollector {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spans = Store::default();
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let (store, seen) = (Arc::clone(&spans), Arc::clone(&paths));
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
+                thread::spawn(move || serve_otlp_http(stream, &store, &seen));
+            }
+        });
+        HttpCollector { port, spans, paths }
+    }
+}
+
+fn serve_otlp_http(stream: TcpStream, store: &Store, paths: &Mutex<Vec<String>>) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+        let mut length = 0;
+        let mut content_type = String::new();
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = header.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                match name.trim().to_ascii_lowercase().as_str() {
+                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                    "content-type" => content_type = value.trim().to_string(),
+                    _ => {}
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        assert_eq!(content_type, "application/x-protobuf");
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+        store.lock().unwrap().extend(flatten(request));
+        paths.lock().unwrap().push(path);
+        let response = ExportTraceServiceResponse::default().encode_to_vec();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
+            response.len()
+        );
+        if writer.write_all(head.as_bytes()).is_err() || writer.write_all(&response).is_err() {
+            return;
+        }
+    }
+}
+
+/// A configuration with one default site (with routes) in front of `upstream`, a second site
+/// whose upstream refuses connections, and the given `telemetry:` section.
+fn config(upstream: &Upstream, telemetry: &str) -> String {
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!(
+        "listen: [127.0.0.1:{{PORT}}]\n\
+         server: {{threads: 1, grace_period: 1s, shutdown_timeout: 1s}}\n\
+         log: {{access_log: false}}\n\
+         sites:\n\
+         \x20 - name: news\n\
+         \x20   hosts: [news.example.com]\n\
+         \x20   default: true\n\
+         \x20   upstreams: [{}]\n\
+         \x20   routes:\n\
+         \x20     - {{path: '/articles/**', name: '/articles/{{slug}}'}}\n\
+         \x20 - name: down\n\
+         \x20   hosts: [down.example.com]\n\
+         \x20   upstreams: [http://127.0.0.1:{closed}]\n\
+         telemetry:\n{telemetry}",
+        upstream.url()
+    )
+}
+
+fn span_for<'a>(spans: &'a [Received], path: &str) -> &'a Received {
+    spans
+        .iter()
+        .find(|s| s.attribute("url.path") == Some(path))
+        .unwrap_or_else(|| panic!("no span for {path}: {spans:#?}"))
+}
+
+#[test]
+fn grpc_export_with_classification_and_trace_context() {
+    let collector = GrpcCollector::start();
+    let upstream = Upstream::start("app");
+    let proxy = Darklight::start(&config(
+        &upstream,
+        &format!(
+            "  enabled: true\n\
+             \x20 exporter: otlp\n\
+             \x20 otlp: {{protocol: grpc, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
+             \x20 service_name: darklight-test\n\
+             \x20 environment: test\n\
+             \x20 sampler: parentbased_always_on\n\
+             \x20 batch: {{scheduled_delay: 100ms}}\n",
+            collector.port
+        ),
+    ));
+
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01");
+    let dark = get(
+        proxy.port,
+        "/articles/2026/11/deep-story",
+        &[
+            ("User-Agent", PHONE),
+            ("traceparent", &traceparent),
+            ("tracestate", "vendor=abc"),
+        ],
+    );
+    assert_eq!(dark.status, 200);
+    let forwarded = upstream.last();
+    let email = get(
+        proxy.port,
+        "/articles/a?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
+        &[("User-Agent", PHONE)],
+    );
+    assert_eq!(email.status, 200);
+    let search = get(
+        proxy.port,
+        "/about",
+        &[
+            ("User-Agent", PHONE),
+            ("Referer", "https://www.google.com/"),
+        ],
+    );
+    assert_eq!(search.status, 200);
+    let preview = get(
+        proxy.port,
+        "/articles/c",
+        &[(
+            "User-Agent",
+            "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
+        )],
+    );
+    assert_eq!(preview.status, 200);
+    let failed = get(
+        proxy.port,
+        "/broken",
+        &[("Host", "down.example.com"), ("User-Agent", PHONE)],
+    );
+    assert_eq!(failed.status, 502);
+
+    let spans = wait_for_spans(&collector.spans, 5);
+    assert_eq!(spans.len(), 5, "{spans:#?}");
+    for span in &spans {
+        assert_eq!(span.kind, SpanKind::Server as i32, "{}", span.name);
+        assert_eq!(
+            span.resource.get("service.name").map(String::as_str),
+            Some("darklight-test")
+        );
+        assert_eq!(
+            span.resource
+                .get("deployment.environment.name")
+                .map(String::as_str),
+            Some("test")
+        );
+        assert_eq!(span.attribute("http.request.method"), Some("GET"));
+        assert_eq!(span.attribute("url.scheme"), Some("http"));
+        assert!(span.attribute("user_agent.original").is_some());
+        assert_eq!(span.attribute("network.protocol.version"), Some("1.1"));
+        assert!(span.attribute("client.address").is_none(), "off by default");
+        assert!(span.attribute("url.query").is_none(), "off by default");
+    }
+
+    // Dark social, continuing the client's trace.
+    let dark_span = span_for(&spans, "/articles/2026/11/deep-story");
+    assert_eq!(dark_span.name, "GET /articles/{slug}");
+    assert_eq!(dark_span.attribute("http.route"), Some("/articles/{slug}"));
+    assert_eq!(
+        dark_span.attribute("darklight.channel"),
+        Some("dark_social")
+    );
+    assert_eq!(dark_span.attribute("darklight.site"), Some("news"));
+    assert_eq!(
+        dark_span.attribute("darklight.upstream"),
+        Some(format!("127.0.0.1:{}", upstream.port).as_str())
+    );
+    assert_eq!(
+        dark_span.attribute("http.response.status_code"),
+        Some("200")
+    );
+    assert_eq!(dark_span.attribute("server.address"), Some("localhost"));
+    assert_eq!(dark_span.trace_id, TRACE_ID);
+    assert_eq!(dark_span.parent_span_id, CLIENT_SPAN_ID);
+    assert_eq!(dark_span.status_code, StatusCode::Unset as i32);
+
+    // The upstream continues darklight's span, not the client's.
+    let upstream_parent = forwarded.header("traceparent").unwrap();
+    assert_eq!(
+        upstream_parent,
+        format!("00-{TRACE_ID}-{}-01", dark_span.span_id)
+    );
+    assert_eq!(forwarded.header_values("traceparent").len(), 1);
+    assert_eq!(
+        forwarded.header("tracestate").as_deref(),
+        Some("vendor=abc")
+    );
+
+    // A new trace for a request without traceparent; campaign attributes.
+    let email_span = span_for(&spans, "/articles/a");
+    assert_eq!(email_span.attribute("darklight.channel"), Some("email"));
+    assert_eq!(
+        email_span.attribute("darklight.campaign.name"),
+        Some("spring")
+    );
+    assert_eq!(email_span.attribute("darklight.source"), Some("newsletter"));
+    assert_ne!(email_span.trace_id, TRACE_ID);
+    assert_eq!(email_span.parent_span_id, "");
+
+    let search_span = span_for(&spans, "/about");
+    assert_eq!(search_span.name, "GET", "no route matches");
+    assert_eq!(
+        search_span.attribute("darklight.channel"),
+        Some("organic_search")
+    );
+    assert_eq!(search_span.attribute("darklight.source"), Some("google"));
+
+    let preview_span = span_for(&spans, "/articles/c");
+    assert_eq!(
+        preview_span.attribute("darklight.channel"),
+        Some("preview_bot")
+    );
+    assert_eq!(
+        preview_span.attribute("darklight.preview_bot"),
+        Some("slack")
+    );
+    assert_eq!(preview_span.attribute("darklight.is_bot"), Some("true"));
+
+    // A proxy failure is an error span.
+    let failed_span = span_for(&spans, "/broken");
+    assert_eq!(failed_span.attribute("darklight.site"), Some("down"));
+    assert_eq!(
+        failed_span.attribute("http.response.status_code"),
+        Some("502")
+    );
+    assert_eq!(failed_span.status_code, StatusCode::Error as i32);
+    assert!(failed_span.attribute("error.type").is_some());
+    assert_eq!(failed_span.events, vec!["exception".to_string()]);
+}
+
+#[test]
+fn trace_context_modes_in_the_proxy() {
+    let upstream = Upstream::start("app");
+    let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN_ID}-01");
+    // (mode, upstream keeps the client's traceparent, upstream continues the client's trace)
+    for (mode, unchanged, same_trace) in [
+        ("inject", false, false),
+        ("extract", true, true),
+        ("ignore", true, true),
+    ] {
+        let proxy = Darklight::start(&config(
+            &upstream,
+            &format!("  enabled: true\n  exporter: none\n  trace_context: {mode}\n"),
+        ));
+        let response = get(
+            proxy.port,
+            "/articles/x",
+            &[("User-Agent", PHONE), ("traceparent", &traceparent)],
+        );
+        assert_eq!(response.status, 200);
+        let seen = upstream.last().header("traceparent").unwrap();
+        assert_eq!(seen == traceparent, unchanged, "{mode}: {seen}");
+        assert_eq!(seen.contains(TRACE_ID), same_trace, "{mode}: {seen}");
+    }
+}
+
+#[test]
+fn http_protobuf_export_flushes_on_shutdown() {
+    let collector = HttpCollector::start();
+    let upstream = Upstream::start("app");
+    let mut proxy = Darklight::start(&config(
+        &upstream,
+        &format!(
+            "  enabled: true\n\
+             \x20 otlp: {{protocol: http, endpoint: 'http://127.0.0.1:{}'}}\n\
+             \x20 attributes: {{url_query: true, client_address: truncated}}\n\
+             \x20 batch: {{scheduled_delay: 10m}}\n",
+            collector.port
+        ),
+    ));
+    for path in ["/articles/one", "/articles/two?utm_source=x", "/"] {
+        assert_eq!(get(proxy.port, path, &[("User-Agent", PHONE)]).status, 200);
+    }
+    // Nothing is exported before the (long) batch delay...
+    thread::sleep(Duration::from_millis(300));
+    assert!(collector.spans.lock().unwrap().is_empty());
+    // ...but everything is flushed on SIGTERM.
+    proxy.signal("TERM");
+    let status = proxy.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        proxy.logs()
+    );
+    let spans = wait_for_spans(&collector.spans, 3);
+    assert_eq!(spans.len(), 3);
+    assert!(
+        collector
+            .paths
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|p| p == "/v1/traces")
+    );
+    let two = span_for(&spans, "/articles/two");
+    assert_eq!(two.attribute("url.query"), Some("utm_source=x"));
+    assert_eq!(two.attribute("client.address"), Some("127.0.0.0"));
+    assert_eq!(
+        two.resource.get("service.name").map(String::as_str),
+        Some("darklight")
+    );
+}
+
+/// Sends `count` requests one after the other; returns how long they took.
+fn timed_requests(port: u16, count: usize) -> Duration {
+    let started = Instant::now();
+    for i in 0..count {
+        let response = get(
+            port,
+            &format!("/articles/2026/11/story-{i}"),
+            &[("User-Agent", PHONE)],
+        );
+        assert_eq!(response.status, 200, "request {i}");
+    }
+    started.elapsed()
+}
+
+#[test]
+fn requests_stay_fast_when_the_collector_is_down() {
+    // A collector that accepts connections and never answers.
+    let black_hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hole_port = black_hole.local_addr().unwrap().port();
+    thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in black_hole.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    const REQUESTS: usize = 200;
+    let upstream = Upstream::start("app");
+
+    let baseline = {
+        let proxy = Darklight::start(&config(&upstream, "  enabled: false\n"));
+        timed_requests(proxy.port, REQUESTS)
+    };
+    let proxy = Darklight::start(&config(
+        &upstream,
+        &format!(
+            "  enabled: true\n\
+             \x20 otlp: {{protocol: grpc, endpoint: 'http://127.0.0.1:{hole_port}', timeout: 1s}}\n\
+             \x20 batch: {{max_queue_size: 32, max_export_batch_size: 8, scheduled_delay: 50ms}}\n"
+        ),
+    ));
+    let traced = timed_requests(proxy.port, REQUESTS);
+    assert!(
+        traced < baseline * 3 + Duration::from_secs(1),
+        "with a dead collector {REQUESTS} requests took {traced:?}, without telemetry {baseline:?}"
+    );
+    // The loss is visible in the logs: the queue overflowed, or exports timed out.
+    let deadline = Instant::now() + EXPORT_TIMEOUT;
+    loop {
+        let logs = proxy.logs();
+        if logs.contains("span export queue is full") && logs.contains("span export failed") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no export warning in logs:\n{logs}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    // And the proxy still serves.
+    assert_eq!(get(proxy.port, "/", &[("User-Agent", PHONE)]).status, 200);
+}
