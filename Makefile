@@ -3,22 +3,31 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test test-core lint fmt bench deps check-config clean
+.PHONY: all build run test lint fmt bench deps test-deps check-config clean
 
 all: build
 
-# Pingora's zlib-ng build needs cmake: install it when missing (apt-get, else pip).
+# Pingora's zlib-ng build needs cmake: install it when missing (apt-get, else pip). The Redis
+# store's tests need redis-server (apt-get).
+APT_INSTALL = SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq
+
 deps:
 	@if ! command -v cmake >/dev/null 2>&1; then \
 		echo "cmake not found: installing it"; \
 		if command -v apt-get >/dev/null 2>&1; then \
-			SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
-			$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq cmake; \
+			$(APT_INSTALL) cmake; \
 		else \
 			python3 -m pip install --quiet cmake; \
 		fi; \
 	fi
 	@command -v cmake >/dev/null 2>&1 || { echo "cmake is still missing; install it and retry" >&2; exit 1; }
+
+test-deps: deps
+	@if ! command -v redis-server >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+		echo "redis-server not found: installing it"; \
+		$(APT_INSTALL) redis-server; \
+	fi
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing; install it and retry" >&2; exit 1; }
 
 build: deps
 	$(CARGO) build --release
@@ -33,7 +42,7 @@ check-config: deps
 	$(CARGO) run --release -- check --config $(CONFIG)
 
 # The whole suite, then the pure core alone without Pingora, OpenTelemetry or the CLI.
-test: deps
+test: test-deps
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	$(CARGO) test --no-default-features --lib --tests

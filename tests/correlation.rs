@@ -1,4 +1,5 @@
 //! Share-preview correlation through the real proxy, and its admin endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

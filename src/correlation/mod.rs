@@ -10,7 +10,12 @@
 //!
 //! Everything here is pure but for the shared table; times are passed in.
 
+#[cfg(feature = "redis")]
+mod redis;
 mod table;
+
+#[cfg(feature = "redis")]
+pub use redis::{RedisStats, RedisStore, RedisStoreError};
 
 use serde::Deserialize;
 
@@ -118,6 +123,25 @@ pub enum Outcome {
     Attributed(Name),
 }
 
+/// What correlation has to do for one request, with the table key it concerns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// Nothing.
+    Ignore,
+    /// Record a preview of `key` by `platform`.
+    Record {
+        /// The URL key.
+        key: String,
+        /// The preview platform.
+        platform: Name,
+    },
+    /// Look `key` up.
+    Lookup {
+        /// The URL key.
+        key: String,
+    },
+}
+
 /// What to do with a request, decided from its classification alone.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -201,6 +225,20 @@ impl Correlation {
         key
     }
 
+    /// What correlation has to do for this request, with its table key.
+    pub fn step(&self, facts: &RequestFacts<'_>, classification: &Classification) -> Step {
+        match self.action(facts.method, classification) {
+            Action::Ignore => Step::Ignore,
+            Action::Record(platform) => Step::Record {
+                key: self.url_key(&facts.host, facts.path, facts.query),
+                platform,
+            },
+            Action::Lookup => Step::Lookup {
+                key: self.url_key(&facts.host, facts.path, facts.query),
+            },
+        }
+    }
+
     /// Records a preview fetch in `table`, or attributes a referrer-less visit to the most
     /// recent preview of the same URL, rewriting `classification`.
     pub fn correlate(
@@ -210,23 +248,33 @@ impl Correlation {
         classification: &mut Classification,
         now: u64,
     ) -> Outcome {
-        match self.action(facts.method, classification) {
-            Action::Ignore => Outcome::Ignored,
-            Action::Record(platform) => {
-                let key = self.url_key(&facts.host, facts.path, facts.query);
+        match self.step(facts, classification) {
+            Step::Ignore => Outcome::Ignored,
+            Step::Record { key, platform } => {
                 table.record(&key, &platform, now);
                 Outcome::Recorded(platform)
             }
-            Action::Lookup => {
-                let key = self.url_key(&facts.host, facts.path, facts.query);
-                match table.lookup(&key, now, self.window_secs) {
-                    Some(found) if self.attribute(classification, &found) => {
-                        table.mark_attributed(&key, &found.platform);
-                        Outcome::Attributed(found.platform)
-                    }
-                    _ => Outcome::NoMatch,
-                }
+            Step::Lookup { key } => {
+                let found = table.lookup(&key, now, self.window_secs);
+                self.conclude(table, &key, found, classification)
             }
+        }
+    }
+
+    /// Applies a lookup's result: attributes the visit and counts it in `table`.
+    pub fn conclude(
+        &self,
+        table: &PreviewTable,
+        key: &str,
+        found: Option<PreviewMatch>,
+        classification: &mut Classification,
+    ) -> Outcome {
+        match found {
+            Some(found) if self.attribute(classification, &found) => {
+                table.mark_attributed(key, &found.platform);
+                Outcome::Attributed(found.platform)
+            }
+            _ => Outcome::NoMatch,
         }
     }
 

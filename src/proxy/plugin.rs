@@ -38,7 +38,9 @@ use crate::attribution::{
 };
 use crate::classify::{Classification, Classifier, RequestFacts, RuleError, SiteProfile};
 use crate::config::Config;
-use crate::correlation::{Correlation, PreviewTable};
+use crate::correlation::{Correlation, PreviewTable, StoreKind};
+#[cfg(feature = "redis")]
+use crate::correlation::{Outcome, RedisStore, Step};
 use crate::routing::SiteRouter;
 
 /// Everything the module needs, compiled once and shared by every request.
@@ -51,10 +53,51 @@ pub struct Engine {
     correlation: Option<Correlator>,
 }
 
-/// Share-preview correlation settings and the table they use.
+/// Share-preview correlation settings and the stores they use.
 struct Correlator {
     settings: Correlation,
     table: Arc<PreviewTable>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<RedisStore>>,
+}
+
+impl Correlator {
+    /// Records a preview or attributes a visit. With a Redis store, previews go to both stores
+    /// and lookups ask Redis first (other instances' previews), the memory table when Redis
+    /// is unavailable.
+    async fn correlate(
+        &self,
+        facts: &RequestFacts<'_>,
+        classification: &mut Classification,
+        now: u64,
+    ) {
+        #[cfg(feature = "redis")]
+        if let Some(redis) = &self.redis {
+            match self.settings.step(facts, classification) {
+                Step::Ignore => {}
+                Step::Record { key, platform } => {
+                    self.table.record(&key, &platform, now);
+                    redis.record(&key, &platform, now);
+                }
+                Step::Lookup { key } => {
+                    let window = self.settings.window_secs();
+                    let found = match redis.lookup(&key, now, window).await {
+                        Ok(found) => found,
+                        Err(()) => self.table.lookup(&key, now, window),
+                    };
+                    let outcome = self
+                        .settings
+                        .conclude(&self.table, &key, found, classification);
+                    if let Outcome::Attributed(platform) = outcome {
+                        redis.mark_attributed(&key, &platform);
+                    }
+                }
+            }
+            return;
+        }
+        self.settings
+            .correlate(&self.table, facts, classification, now);
+    }
 }
 
 /// Why an [`Engine`] could not be built.
@@ -67,6 +110,9 @@ pub enum EngineError {
     /// Attribution settings are invalid.
     #[error(transparent)]
     Attribution(#[from] AttributionError),
+    /// The Redis preview store cannot be set up.
+    #[error("correlation: {0}")]
+    Redis(String),
 }
 
 impl Engine {
@@ -95,20 +141,41 @@ impl Engine {
 
     /// Adds share-preview correlation backed by `table` (shared, so it outlives reloads).
     pub fn with_correlation(mut self, settings: Correlation, table: Arc<PreviewTable>) -> Engine {
-        self.correlation = Some(Correlator { settings, table });
+        self.correlation = Some(Correlator {
+            settings,
+            table,
+            #[cfg(feature = "redis")]
+            redis: None,
+        });
         self
+    }
+
+    /// Shares previews with a fleet through `store` (correlation must be on).
+    #[cfg(feature = "redis")]
+    pub fn with_redis(mut self, store: Arc<RedisStore>) -> Engine {
+        if let Some(correlator) = &mut self.correlation {
+            correlator.redis = Some(store);
+        }
+        self
+    }
+
+    /// The Redis store, when one is configured.
+    #[cfg(feature = "redis")]
+    pub fn redis_store(&self) -> Option<&Arc<RedisStore>> {
+        self.correlation.as_ref().and_then(|c| c.redis.as_ref())
     }
 
     /// The engine for a darklight configuration: its rules, its attribution settings (the
     /// secret may come from the environment), one profile per site, and a new preview table.
     pub fn from_config(config: &Config) -> Result<Engine, EngineError> {
-        Engine::from_config_with_table(config, None)
+        Engine::from_config_reusing(config, None)
     }
 
-    /// Like [`Engine::from_config`], keeping an existing preview table (across a reload).
-    pub fn from_config_with_table(
+    /// Like [`Engine::from_config`], keeping the preview stores of `previous` (a reload keeps
+    /// what was learnt; a changed size or time-to-live applies from the next restart).
+    pub fn from_config_reusing(
         config: &Config,
-        table: Option<Arc<PreviewTable>>,
+        previous: Option<&Engine>,
     ) -> Result<Engine, EngineError> {
         let classifier = Classifier::new(&config.classification)?;
         let attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
@@ -129,14 +196,33 @@ impl Engine {
         if !settings.enabled {
             return Ok(engine);
         }
-        let table = table.unwrap_or_else(|| {
+        let previous = previous.and_then(|e| e.correlation.as_ref());
+        let table = previous.map(|c| Arc::clone(&c.table)).unwrap_or_else(|| {
             Arc::new(PreviewTable::new(
                 settings.max_entries,
                 settings.ttl.0.as_secs(),
                 unix_now(),
             ))
         });
-        Ok(engine.with_correlation(Correlation::new(settings), table))
+        let engine = engine.with_correlation(Correlation::new(settings), table);
+        match settings.store {
+            StoreKind::Memory => Ok(engine),
+            #[cfg(feature = "redis")]
+            StoreKind::Redis => {
+                let store = match previous.and_then(|c| c.redis.as_ref()) {
+                    Some(store) => Arc::clone(store),
+                    None => Arc::new(
+                        RedisStore::new(&settings.redis, settings.ttl.0.as_secs())
+                            .map_err(|e| EngineError::Redis(e.to_string()))?,
+                    ),
+                };
+                Ok(engine.with_redis(store))
+            }
+            #[cfg(not(feature = "redis"))]
+            StoreKind::Redis => Err(EngineError::Redis(
+                "this darklight was built without the `redis` feature".to_string(),
+            )),
+        }
     }
 
     /// The preview table, when correlation is on.
@@ -157,14 +243,18 @@ impl Engine {
     }
 
     /// Classifies a request and plans its attribution. Pure but for the clock value given.
-    pub fn evaluate(&self, request: &RequestHeader, tls: bool, now: u64) -> (Classification, Plan) {
+    pub async fn evaluate(
+        &self,
+        request: &RequestHeader,
+        tls: bool,
+        now: u64,
+    ) -> (Classification, Plan) {
         let cookie_name = self.attributor.first_touch_cookie().unwrap_or("");
         let facts =
             RequestFacts::from_http(&request.method, &request.uri, &request.headers, cookie_name);
         let mut classification = self.classifier.classify(&facts, self.profile(&facts.host));
         if let Some(c) = &self.correlation {
-            c.settings
-                .correlate(&c.table, &facts, &mut classification, now);
+            c.correlate(&facts, &mut classification, now).await;
         }
         let stored = if self.attributor.cookies_enabled() {
             let cookies = request
@@ -247,7 +337,7 @@ impl HttpModule for DarklightContext {
         if attributor.enabled() {
             strip_reserved(request, attributor);
         }
-        let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now());
+        let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
         for (name, value) in &plan.headers {
             if let Err(e) = request.insert_header(name.clone(), value.clone()) {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");
