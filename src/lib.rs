@@ -5,6 +5,7 @@
 //! * [`classify`] — request facts in, a [`classify::Classification`] out. No I/O, no async.
 //! * [`attribution`] — the headers and signed cookies the application receives. Pure.
 //! * [`correlation`] — link-preview fetches matched to later visits (bounded shared table).
+//! * [`limits`] — request size limits. Pure.
 //! * [`routing`] — which configured site answers a host. Pure.
 //! * [`config`] — the YAML schema, validation with file/line/column errors.
 //! * `admin` (feature `proxy`) — operator endpoints on their own listener.
@@ -19,6 +20,7 @@ pub mod attribution;
 pub mod classify;
 pub mod config;
 pub mod correlation;
+pub mod limits;
 pub mod offline;
 #[cfg(feature = "proxy")]
 pub mod proxy;

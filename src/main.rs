@@ -24,9 +24,12 @@ struct Cli {
 enum Command {
     /// Start the reverse proxy.
     Run {
-        /// The YAML configuration file.
+        /// The YAML configuration file (re-read on SIGHUP).
         #[arg(short, long, default_value = "/etc/darklight/darklight.yaml")]
         config: PathBuf,
+        /// Take the listening sockets over from the running darklight (send it SIGQUIT next).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration file and print a summary; exits non-zero when it is invalid.
     Check {
@@ -62,7 +65,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("darklight: {error:#}");
+            report(format_args!("darklight: {error:#}"));
             ExitCode::FAILURE
         }
     }
@@ -70,7 +73,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => serve(&config),
+        Command::Run { config, upgrade } => serve(&config, upgrade),
         Command::Check { config } => check(&config),
         Command::Classify {
             config,
@@ -88,11 +91,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn serve(path: &Path) -> Result<ExitCode> {
+fn serve(path: &Path, upgrade: bool) -> Result<ExitCode> {
     let config = config::load(path)?;
     init_logging(config.log.level, config.log.format);
     let telemetry = darklight::telemetry::Telemetry::start(&config.telemetry)?;
-    let server = darklight::proxy::server::build_server_with_telemetry(&config, &telemetry)
+    let options = darklight::proxy::server::RunOptions {
+        config_path: Some(path.to_path_buf()),
+        upgrade,
+    };
+    let server = darklight::proxy::server::build(&config, &telemetry, &options)
         .with_context(|| format!("cannot start with {}", path.display()))?;
     for listener in &config.listen {
         let scheme = if listener.tls.is_some() {
@@ -118,13 +125,13 @@ fn check(path: &Path) -> Result<ExitCode> {
     let config = match config::load(path) {
         Ok(config) => config,
         Err(error) => {
-            eprintln!("{error}");
+            report(format_args!("{error}"));
             return Ok(ExitCode::FAILURE);
         }
     };
     // Compile everything `run` would (rules, attribution, upstream resolution) short of binding.
     if let Err(error) = darklight::proxy::app::PreparedState::new(&config) {
-        eprintln!("{}: {error}", path.display());
+        report(format_args!("{}: {error}", path.display()));
         return Ok(ExitCode::FAILURE);
     }
     let mut out = std::io::stdout().lock();
@@ -242,12 +249,35 @@ fn init_logging(level: LogLevel, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(|| TolerantStderr);
     let result = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
     if let Err(error) = result {
-        eprintln!("darklight: logging already initialised: {error}");
+        report(format_args!(
+            "darklight: logging already initialised: {error}"
+        ));
     }
+}
+
+/// Standard error that never fails: a log line that cannot be written (a full disk, a closed
+/// pipe) is dropped, instead of failing or panicking the process that serves traffic.
+struct TolerantStderr;
+
+impl Write for TolerantStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Prints a message for the operator on standard error, ignoring write failures.
+fn report(message: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stderr(), "{message}");
 }

@@ -10,6 +10,7 @@ use super::values::{
 use crate::attribution::AttributionConfig;
 use crate::classify::{ClassificationConfig, SiteClassificationConfig};
 use crate::correlation::CorrelationConfig;
+use crate::limits::LimitsConfig;
 use crate::telemetry::RouteConfig;
 pub use crate::telemetry::TelemetryConfig;
 
@@ -43,6 +44,9 @@ pub struct Config {
     /// Share-preview correlation.
     #[serde(default)]
     pub correlation: CorrelationConfig,
+    /// Request size limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// The admin listener (preview counters, later metrics and status).
     #[serde(default)]
     pub admin: Option<AdminSettings>,
@@ -116,6 +120,10 @@ pub struct ServerSettings {
     pub trust_forwarded_headers: bool,
     /// Idle upstream connections kept for reuse, across all upstreams.
     pub upstream_keepalive_pool: usize,
+    /// Socket through which a new darklight (`run --upgrade`) takes the listeners over.
+    pub upgrade_sock: PathBuf,
+    /// Where the process id is written.
+    pub pid_file: PathBuf,
 }
 
 impl Default for ServerSettings {
@@ -126,6 +134,8 @@ impl Default for ServerSettings {
             shutdown_timeout: HumanDuration(std::time::Duration::from_secs(5)),
             trust_forwarded_headers: false,
             upstream_keepalive_pool: 128,
+            upgrade_sock: PathBuf::from("/tmp/darklight-upgrade.sock"),
+            pid_file: PathBuf::from("/tmp/darklight.pid"),
         }
     }
 }

@@ -17,11 +17,14 @@ use pingora::modules::http::HttpModules;
 use pingora::modules::http::compression::ResponseCompressionBuilder;
 
 use crate::config::{self, Config};
+use crate::limits::LimitsConfig;
 use crate::routing::{SiteIndex, SiteRouter, normalize_host};
 use crate::telemetry::route::RouteError;
 use crate::telemetry::{RequestSpan, RequestTracer, SpanSettings};
 
-use super::plugin::{DarklightContext, DarklightModule, Engine, EngineError};
+use arc_swap::ArcSwap;
+
+use super::plugin::{DarklightContext, DarklightModule, Engine, EngineError, EngineHandle};
 use super::upstream::{PreparedPool, UpstreamError, UpstreamPool};
 
 /// Why the proxy could not be built from a configuration.
@@ -63,6 +66,8 @@ pub struct ProxyState {
     pub access_log: bool,
     /// One span per request, when telemetry is enabled.
     pub telemetry: Option<RequestTracer>,
+    /// Request size limits.
+    pub limits: LimitsConfig,
 }
 
 /// A site whose pool is built but whose health checks are not yet started.
@@ -81,12 +86,18 @@ pub struct PreparedState {
     access_log: bool,
     spans: SpanSettings,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    limits: LimitsConfig,
 }
 
 impl PreparedState {
     /// Compiles a validated configuration: resolves upstreams, builds balancers and rules.
     pub fn new(config: &Config) -> Result<Self, BuildError> {
-        let engine = Engine::from_config(config)?;
+        PreparedState::new_reusing(config, None)
+    }
+
+    /// Like [`PreparedState::new`], keeping what `previous` learnt (the preview stores).
+    pub fn new_reusing(config: &Config, previous: Option<&Engine>) -> Result<Self, BuildError> {
+        let engine = Engine::from_config_reusing(config, previous)?;
         let mut sites = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             sites.push(PreparedSite {
@@ -103,6 +114,7 @@ impl PreparedState {
             access_log: config.log.access_log,
             spans: SpanSettings::new(config)?,
             tracer: None,
+            limits: config.limits.clone(),
         })
     }
 
@@ -111,24 +123,13 @@ impl PreparedState {
         self.tracer = tracer;
     }
 
-    /// Finishes the state; `run_health_checks` starts a site's health-checked balancer as a
-    /// background service and returns the handle requests share with it.
-    pub fn into_state(
-        self,
-        mut run_health_checks: impl FnMut(
-            &str,
-            pingora::lb::LoadBalancer<pingora::lb::selection::RoundRobin>,
-        ) -> Arc<
-            pingora::lb::LoadBalancer<pingora::lb::selection::RoundRobin>,
-        >,
-    ) -> ProxyState {
+    /// Finishes the state.
+    pub fn into_state(self) -> ProxyState {
         let sites = self
             .sites
             .into_iter()
             .map(|site| Site {
-                pool: site
-                    .pool
-                    .into_pool(|balancer| run_health_checks(&site.name, balancer)),
+                pool: site.pool.into_pool(),
                 name: site.name,
                 preserve_host: site.preserve_host,
             })
@@ -140,12 +141,18 @@ impl PreparedState {
             trust_forwarded_headers: self.trust_forwarded_headers,
             access_log: self.access_log,
             telemetry: self.tracer.map(|t| RequestTracer::new(t, self.spans)),
+            limits: self.limits,
         }
     }
 }
 
+/// The state in force, swapped whole by a reload; each request keeps the one it started with.
+pub type StateHandle = Arc<ArcSwap<ProxyState>>;
+
 /// Per-request state carried across Pingora's phases.
 pub struct RequestContext {
+    /// The configuration snapshot this request uses from start to end.
+    state: Arc<ProxyState>,
     started: Instant,
     site: Option<SiteIndex>,
     upstream: Option<SocketAddr>,
@@ -154,13 +161,15 @@ pub struct RequestContext {
 
 /// The darklight reverse proxy, a Pingora [`ProxyHttp`] application.
 pub struct DarklightProxy {
-    state: Arc<ProxyState>,
+    state: StateHandle,
+    engine: EngineHandle,
 }
 
 impl DarklightProxy {
-    /// Wraps a built state.
-    pub fn new(state: Arc<ProxyState>) -> Self {
-        DarklightProxy { state }
+    /// Serves whatever state `state` holds; a reload stores a new state there and the
+    /// matching engine in `engine` (which the plugin module reads).
+    pub fn new(state: StateHandle, engine: EngineHandle) -> Self {
+        DarklightProxy { state, engine }
     }
 }
 
@@ -173,6 +182,7 @@ impl ProxyHttp for DarklightProxy {
 
     fn new_ctx(&self) -> Self::CTX {
         RequestContext {
+            state: self.state.load_full(),
             started: Instant::now(),
             site: None,
             upstream: None,
@@ -183,11 +193,27 @@ impl ProxyHttp for DarklightProxy {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // Pingora's default (disabled) compression module, which overriding this drops.
         modules.add_module(ResponseCompressionBuilder::enable(0));
-        modules.add_module(DarklightModule::builder(Arc::clone(&self.state.engine)));
+        modules.add_module(DarklightModule::reloadable(Arc::clone(&self.engine)));
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        if let Some(tracer) = &self.state.telemetry {
+        let request = session.req_header();
+        let uri_bytes = request.uri.path_and_query().map_or(0, |p| p.as_str().len());
+        let headers = request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.as_str().len(), value.len()));
+        if let Err(exceeded) = ctx
+            .state
+            .limits
+            .check(uri_bytes, request.headers.len(), headers)
+        {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(exceeded.status()),
+                format!("request over a configured limit: {exceeded:?}"),
+            );
+        }
+        if let Some(tracer) = &ctx.state.telemetry {
             ctx.trace = Some(super::spans::begin(tracer, session));
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -212,8 +238,8 @@ impl ProxyHttp for DarklightProxy {
             })
             .and_then(normalize_host);
         let site = match &host {
-            Some(host) => self.state.router.route(host),
-            None => self.state.router.route(""),
+            Some(host) => ctx.state.router.route(host),
+            None => ctx.state.router.route(""),
         };
         let Some(site) = site else {
             write_plain_error(
@@ -236,7 +262,7 @@ impl ProxyHttp for DarklightProxy {
     ) -> Result<Box<HttpPeer>> {
         let site = ctx
             .site
-            .and_then(|i| self.state.sites.get(i))
+            .and_then(|i| ctx.state.sites.get(i))
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "no site for request"))?;
         let target = site.pool.select().ok_or_else(|| {
             Error::explain(
@@ -276,22 +302,23 @@ impl ProxyHttp for DarklightProxy {
             client_ip,
             tls,
             original_host.as_ref(),
-            self.state.trust_forwarded_headers,
+            ctx.state.trust_forwarded_headers,
         )?;
 
-        if let Some(site) = ctx.site.and_then(|i| self.state.sites.get(i))
+        let state = Arc::clone(&ctx.state);
+        if let Some(site) = ctx.site.and_then(|i| state.sites.get(i))
             && !site.preserve_host
             && let Some(target) = ctx.upstream.and_then(|a| site.pool.target(a))
         {
             upstream_request.insert_header(header::HOST, target.host_header())?;
         }
-        if let (Some(tracer), Some(mut trace)) = (&self.state.telemetry, ctx.trace.take()) {
+        if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
             let result = super::spans::on_upstream_request(
                 tracer,
                 &mut trace,
                 session,
                 ctx,
-                &self.state,
+                &state,
                 upstream_request,
             );
             ctx.trace = Some(trace);
@@ -319,13 +346,13 @@ impl ProxyHttp for DarklightProxy {
     }
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
-        if let (Some(tracer), Some(mut trace)) = (&self.state.telemetry, ctx.trace.take()) {
-            super::spans::finish(tracer, &mut trace, session, error, ctx, &self.state);
+        let state = Arc::clone(&ctx.state);
+        if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
+            super::spans::finish(tracer, &mut trace, session, error, ctx, &state);
         }
-        if !self.state.access_log {
-            return;
+        if state.access_log {
+            super::access_log::write(session, error, ctx, &state);
         }
-        super::access_log::write(session, error, ctx, &self.state);
     }
 }
 
@@ -355,6 +382,8 @@ fn error_page(e: &Error) -> (u16, &'static str, &'static str) {
             "no-site",
             "404 Not Found: no site is configured for this host.\n",
         ),
+        ErrorType::HTTPStatus(414) => (414, "limit", "414 URI Too Long.\n"),
+        ErrorType::HTTPStatus(431) => (431, "limit", "431 Request Header Fields Too Large.\n"),
         ErrorType::HTTPStatus(code) if (400..500).contains(code) => {
             (*code, "client", "The request was refused.\n")
         }

@@ -5,6 +5,7 @@ pub mod app;
 pub mod demo;
 mod forwarded;
 pub mod plugin;
+pub mod reload;
 pub mod server;
 mod spans;
 pub mod upstream;

@@ -27,6 +27,7 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::HeaderName;
 use pingora::Result;
@@ -292,14 +293,23 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The engine in force, swapped whole by a reload; each request keeps the one it started with.
+pub type EngineHandle = Arc<ArcSwap<Engine>>;
+
 /// The plugin's builder, installed once in `init_downstream_modules`.
 pub struct DarklightModule {
-    engine: Arc<Engine>,
+    engine: EngineHandle,
 }
 
 impl DarklightModule {
     /// A module builder sharing `engine`.
     pub fn builder(engine: Arc<Engine>) -> ModuleBuilder {
+        DarklightModule::reloadable(Arc::new(ArcSwap::new(engine)))
+    }
+
+    /// A module builder that uses whatever engine `engine` holds when a request starts, so
+    /// the rules can be replaced while serving.
+    pub fn reloadable(engine: EngineHandle) -> ModuleBuilder {
         Box::new(DarklightModule { engine })
     }
 }
@@ -307,7 +317,7 @@ impl DarklightModule {
 impl HttpModuleBuilder for DarklightModule {
     fn init(&self) -> Module {
         Box::new(DarklightContext {
-            engine: Arc::clone(&self.engine),
+            engine: self.engine.load_full(),
             tls: false,
             classification: None,
             plan: Plan::default(),

@@ -12,8 +12,12 @@ use pingora::server::configuration::ServerConf;
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
-use super::app::{BuildError, DarklightProxy, PreparedState};
+use arc_swap::ArcSwap;
+
+use super::app::{BuildError, DarklightProxy, PreparedState, StateHandle};
 use super::demo::DemoOrigin;
+use super::plugin::EngineHandle;
+use super::reload::{HealthChecks, Reloader};
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::correlation::PreviewTable;
@@ -59,7 +63,28 @@ pub fn build_server_with_telemetry(
     config: &Config,
     telemetry: &Telemetry,
 ) -> Result<Server, RunError> {
-    probe_listeners(config)?;
+    build(config, telemetry, &RunOptions::default())
+}
+
+/// How the server is started, beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The configuration file, re-read on SIGHUP; without it, reload is off.
+    pub config_path: Option<std::path::PathBuf>,
+    /// Take the listening sockets over from a running darklight (zero-downtime upgrade).
+    pub upgrade: bool,
+}
+
+/// Builds the server with span recording, SIGHUP reload and upgrade as `options` say.
+pub fn build(
+    config: &Config,
+    telemetry: &Telemetry,
+    options: &RunOptions,
+) -> Result<Server, RunError> {
+    // When upgrading, the old process still holds the ports and hands them over.
+    if !options.upgrade {
+        probe_listeners(config)?;
+    }
 
     let conf = ServerConf {
         threads: match config.server.threads {
@@ -69,19 +94,20 @@ pub fn build_server_with_telemetry(
         grace_period_seconds: Some(config.server.grace_period.0.as_secs()),
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.0.as_secs()),
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
+        upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: config.server.pid_file.to_string_lossy().into_owned(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: options.upgrade,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
     server.bootstrap();
 
     let mut prepared = PreparedState::new(config)?;
     prepared.trace_with(telemetry.tracer());
-    let state = prepared.into_state(|site, balancer| {
-        let service = background_service(&format!("health check for site {site}"), balancer);
-        let shared = service.task();
-        server.add_service(service);
-        shared
-    });
+    let state = prepared.into_state();
 
     let previews = state.engine.preview_table().cloned();
     if let Some(table) = &previews {
@@ -99,9 +125,28 @@ pub fn build_server_with_telemetry(
         server.add_service(service);
     }
 
+    let engine: EngineHandle = Arc::new(ArcSwap::new(Arc::clone(&state.engine)));
+    let state: StateHandle = Arc::new(ArcSwap::new(Arc::new(state)));
+    server.add_service(background_service(
+        "health checks",
+        HealthChecks::new(Arc::clone(&state)),
+    ));
+    if let Some(path) = &options.config_path {
+        server.add_service(background_service(
+            "configuration reload",
+            Reloader::new(
+                path.clone(),
+                config.clone(),
+                Arc::clone(&state),
+                Arc::clone(&engine),
+                telemetry.tracer(),
+            ),
+        ));
+    }
+
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        DarklightProxy::new(Arc::new(state)),
+        DarklightProxy::new(state, engine),
         "darklight proxy",
     );
     for listener in &config.listen {

@@ -88,7 +88,7 @@ impl UpstreamTarget {
 pub struct PreparedPool {
     balancer: LoadBalancer<RoundRobin>,
     targets: HashMap<SocketAddr, UpstreamTarget>,
-    health_checked: bool,
+    health_check_interval: Option<std::time::Duration>,
 }
 
 impl PreparedPool {
@@ -149,30 +149,21 @@ impl PreparedPool {
                 ),
             };
             balancer.set_health_check(health);
-            balancer.health_check_frequency = Some(check.interval.0);
         }
 
         Ok(PreparedPool {
             balancer,
             targets,
-            health_checked: site.health_check.is_some(),
+            health_check_interval: site.health_check.as_ref().map(|c| c.interval.0),
         })
     }
 
-    /// Finishes the pool. A health-checked balancer is handed to `run_health_checks`, which
-    /// starts it as a background service and returns the handle requests share with it.
-    pub fn into_pool(
-        self,
-        run_health_checks: impl FnOnce(LoadBalancer<RoundRobin>) -> Arc<LoadBalancer<RoundRobin>>,
-    ) -> UpstreamPool {
-        let balancer = if self.health_checked {
-            run_health_checks(self.balancer)
-        } else {
-            Arc::new(self.balancer)
-        };
+    /// Finishes the pool.
+    pub fn into_pool(self) -> UpstreamPool {
         UpstreamPool {
-            balancer,
+            balancer: Arc::new(self.balancer),
             targets: self.targets,
+            health_check_interval: self.health_check_interval,
         }
     }
 }
@@ -181,9 +172,20 @@ impl PreparedPool {
 pub struct UpstreamPool {
     balancer: Arc<LoadBalancer<RoundRobin>>,
     targets: HashMap<SocketAddr, UpstreamTarget>,
+    health_check_interval: Option<std::time::Duration>,
 }
 
 impl UpstreamPool {
+    /// How often this pool's upstreams are checked, if they are.
+    pub fn health_check_interval(&self) -> Option<std::time::Duration> {
+        self.health_check_interval
+    }
+
+    /// Probes every upstream once and updates which are eligible.
+    pub async fn run_health_check(&self) {
+        self.balancer.backends().run_health_check(true).await;
+    }
+
     /// Picks the next healthy upstream, round-robin.
     pub fn select(&self) -> Option<&UpstreamTarget> {
         let backend = self.balancer.select(b"", 256)?;

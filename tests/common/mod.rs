@@ -265,10 +265,12 @@ pub fn read_response(reader: &mut impl BufRead) -> Response {
 fn read_headers(reader: &mut impl BufRead) -> Vec<(String, String)> {
     let mut headers = Vec::new();
     loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap() == 0 {
+        let mut raw = Vec::new();
+        if reader.read_until(b'\n', &mut raw).unwrap_or(0) == 0 {
             break;
         }
+        // Header values may carry any bytes; keep them readable.
+        let line = String::from_utf8_lossy(&raw);
         let line = line.trim_end();
         if line.is_empty() {
             break;
@@ -404,11 +406,12 @@ fn serve_connection(
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
+        let mut raw = Vec::new();
+        match reader.read_until(b'\n', &mut raw) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
+        let line = String::from_utf8_lossy(&raw).into_owned();
         let mut parts = line.split_whitespace();
         let method = parts.next().unwrap_or("").to_string();
         let target = parts.next().unwrap_or("").to_string();
