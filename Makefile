@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench deps test-deps check-config clean
+.PHONY: all build run test lint fmt bench soak deps test-deps check-config clean
 
 all: build
 
@@ -54,6 +54,11 @@ lint: deps
 
 fmt:
 	$(CARGO) fmt
+
+# A long soak in release mode: SOAK_SECS of load, every request accounted for, memory flat.
+SOAK_SECS ?= 300
+soak: test-deps
+	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 bench: deps
 	$(CARGO) bench --bench classify --bench correlation

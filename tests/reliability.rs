@@ -390,3 +390,66 @@ mod hostile_input {
         assert!(received.iter().all(|r| r.target != "/smuggled"));
     }
 }
+
+mod upgrade {
+    use super::*;
+
+    #[test]
+    fn a_new_binary_takes_the_listeners_over_without_refusing_a_request() {
+        let upstream = Upstream::start("app");
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("upgrade.sock");
+        let config = one_site(&upstream.url(), "").replace(
+            "shutdown_timeout: 1s}",
+            &format!(
+                "shutdown_timeout: 1s, upgrade_sock: '{}', pid_file: '{}'}}",
+                sock.display(),
+                dir.path().join("pid").display()
+            ),
+        );
+        let mut old = Darklight::start(&config);
+        let port = old.port;
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let load = {
+            let (stop, failures, sent) = (stop.clone(), failures.clone(), sent.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if get(port, "/during-upgrade", &[]).status != 200 {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+
+        // The new process waits for the sockets; SIGQUIT makes the old one hand them over.
+        let path = old.dir.path().join("darklight.yaml");
+        let mut new = std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
+            .args(["run", "--upgrade", "--config"])
+            .arg(&path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        thread::sleep(Duration::from_millis(1000));
+        old.signal("QUIT");
+        let exited = old.wait_exit(Duration::from_secs(30));
+        thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        load.join().unwrap();
+        let served_by_new = get(port, "/after-upgrade", &[]).status;
+        let _ = new.kill();
+        let _ = new.wait();
+
+        assert!(exited.is_some(), "the old process did not exit");
+        assert_eq!(served_by_new, 200);
+        assert_eq!(
+            failures.load(Ordering::Relaxed),
+            0,
+            "of {} requests",
+            sent.load(Ordering::Relaxed)
+        );
+    }
+}
