@@ -302,12 +302,7 @@ impl PreviewTable {
             let Some((key, recorded)) = order.pop_front() else {
                 break;
             };
-            let removed = self
-                .entries
-                .remove_if(&key, |_, entry| entry.newest() <= recorded)
-                .is_some();
-            if removed {
-                self.url_texts.remove(&key);
+            if self.remove_unless_refreshed(key, recorded) {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -330,15 +325,22 @@ impl PreviewTable {
                 break;
             }
             order.pop_front();
-            let removed = self
-                .entries
-                .remove_if(&key, |_, entry| entry.newest() <= recorded)
-                .is_some();
-            if removed {
-                self.url_texts.remove(&key);
+            if self.remove_unless_refreshed(key, recorded) {
                 self.expired.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Removes `key` unless a preview after `recorded` refreshed it; true when removed.
+    fn remove_unless_refreshed(&self, key: u64, recorded: u32) -> bool {
+        let removed = self
+            .entries
+            .remove_if(&key, |_, entry| entry.newest() <= recorded)
+            .is_some();
+        if removed {
+            self.url_texts.remove(&key);
+        }
+        removed
     }
 
     /// Keeps the text of a newly tracked URL, forgetting the oldest texts past the limit. (A
