@@ -318,6 +318,19 @@ mod lifecycle {
     }
 
     #[test]
+    fn sigint_stops_quickly() {
+        let upstream = Upstream::start("app");
+        let mut proxy = Darklight::start(&one_site(&upstream.url(), ""));
+        assert_eq!(get(proxy.port, "/", &[]).status, 200);
+        proxy.signal("INT");
+        let status = proxy
+            .wait_exit(Duration::from_secs(20))
+            .expect("still running");
+        assert!(status.success(), "{status}");
+        assert!(proxy.logs().contains("darklight stopped"));
+    }
+
+    #[test]
     fn access_log_has_one_line_per_request() {
         let upstream = Upstream::start("app");
         let proxy = Darklight::start(&one_site(&upstream.url(), ""));

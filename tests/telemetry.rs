@@ -177,7 +177,12 @@ struct HttpCollector {
 
 impl HttpCollector {
     fn start() -> HttpCollector {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        HttpCollector::start_on(0)
+    }
+
+    /// A receiver on a given port (0 picks one).
+    fn start_on(port: u16) -> HttpCollector {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let spans = Store::default();
         let paths = Arc::new(Mutex::new(Vec::new()));
@@ -568,4 +573,53 @@ fn requests_stay_fast_when_the_collector_is_down() {
     }
     // And the proxy still serves.
     assert_eq!(get(proxy.port, "/", &[("User-Agent", PHONE)]).status, 200);
+}
+
+#[test]
+fn export_recovers_when_the_collector_comes_back() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let upstream = Upstream::start("app");
+    let proxy = Darklight::start(&config(
+        &upstream,
+        &format!(
+            "  enabled: true\n\
+             \x20 otlp: {{protocol: http, endpoint: 'http://127.0.0.1:{port}', timeout: 1s}}\n\
+             \x20 batch: {{scheduled_delay: 100ms}}\n"
+        ),
+    ));
+    // Nothing listens yet: requests are served and the exports fail.
+    for i in 0..5 {
+        let response = get(
+            proxy.port,
+            &format!("/articles/before-{i}"),
+            &[("User-Agent", PHONE)],
+        );
+        assert_eq!(response.status, 200);
+    }
+    proxy.wait_for_log("span export failed");
+
+    let collector = HttpCollector::start_on(port);
+    let deadline = Instant::now() + EXPORT_TIMEOUT;
+    let mut round = 0;
+    loop {
+        round += 1;
+        let path = format!("/articles/after-{round}");
+        assert_eq!(get(proxy.port, &path, &[("User-Agent", PHONE)]).status, 200);
+        thread::sleep(Duration::from_millis(300));
+        let spans = collector.spans.lock().unwrap().clone();
+        if spans.iter().any(|s| {
+            s.attribute("url.path")
+                .is_some_and(|p| p.starts_with("/articles/after-"))
+        }) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no span exported after the collector came back"
+        );
+    }
 }
