@@ -7,6 +7,7 @@ mod forwarded;
 pub mod plugin;
 pub mod server;
 mod spans;
+pub mod tls;
 pub mod upstream;
 
 pub use app::{DarklightProxy, ProxyState};

@@ -5,7 +5,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
-use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
@@ -14,6 +13,7 @@ use pingora::services::listening::Service;
 
 use super::app::{BuildError, DarklightProxy, PreparedState};
 use super::demo::DemoOrigin;
+use super::tls::{CertStore, TlsError};
 use crate::admin::AdminApp;
 use crate::config::Config;
 use crate::correlation::PreviewTable;
@@ -59,6 +59,20 @@ pub fn build_server_with_telemetry(
     config: &Config,
     telemetry: &Telemetry,
 ) -> Result<Server, RunError> {
+    build_server_parts(config, telemetry).map(|built| built.server)
+}
+
+/// A built server with the handles reload code needs.
+pub struct BuiltServer {
+    /// The server, ready to run.
+    pub server: Server,
+    /// The certificates of each TLS listener, in `listen` order; call [`CertStore::reload`]
+    /// on each to pick up renewed certificate files.
+    pub certificates: Vec<Arc<CertStore>>,
+}
+
+/// Like [`build_server_with_telemetry`], also returning the certificate stores.
+pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<BuiltServer, RunError> {
     probe_listeners(config)?;
 
     let conf = ServerConf {
@@ -104,29 +118,23 @@ pub fn build_server_with_telemetry(
         DarklightProxy::new(Arc::new(state)),
         "darklight proxy",
     );
+    let mut certificates = Vec::new();
     for listener in &config.listen {
         let address = listener.address.to_string();
         match &listener.tls {
             None => proxy.add_tcp(&address),
             Some(tls) => {
-                let tls_error = |reason: String| RunError::Tls {
+                let tls_error = |error: TlsError| RunError::Tls {
                     address: address.clone(),
-                    reason,
+                    reason: error.to_string(),
                 };
-                let cert = tls
-                    .cert
-                    .to_str()
-                    .ok_or_else(|| tls_error("certificate path is not UTF-8".into()))?;
-                let key = tls
-                    .key
-                    .to_str()
-                    .ok_or_else(|| tls_error("key path is not UTF-8".into()))?;
-                let mut settings =
-                    TlsSettings::intermediate(cert, key).map_err(|e| tls_error(e.to_string()))?;
-                if tls.http2 {
-                    settings.enable_h2();
-                }
+                let store = Arc::new(
+                    CertStore::load(&address, tls.certificates.clone()).map_err(tls_error)?,
+                );
+                let settings =
+                    CertStore::listener_settings(&store, tls.http2).map_err(tls_error)?;
                 proxy.add_tls_with_settings(&address, None, settings);
+                certificates.push(store);
             }
         }
     }
@@ -137,7 +145,10 @@ pub fn build_server_with_telemetry(
         origin.add_tcp(&demo.listen.to_string());
         server.add_service(origin);
     }
-    Ok(server)
+    Ok(BuiltServer {
+        server,
+        certificates,
+    })
 }
 
 /// Builds a server that runs only the demo origin, for `darklight demo`.
