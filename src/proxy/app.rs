@@ -155,12 +155,22 @@ pub struct RequestContext {
 /// The darklight reverse proxy, a Pingora [`ProxyHttp`] application.
 pub struct DarklightProxy {
     state: Arc<ProxyState>,
+    metrics: Option<Arc<crate::admin::metrics::Metrics>>,
 }
 
 impl DarklightProxy {
     /// Wraps a built state.
     pub fn new(state: Arc<ProxyState>) -> Self {
-        DarklightProxy { state }
+        DarklightProxy {
+            state,
+            metrics: None,
+        }
+    }
+
+    /// Counts every finished request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::admin::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -321,6 +331,9 @@ impl ProxyHttp for DarklightProxy {
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         if let (Some(tracer), Some(mut trace)) = (&self.state.telemetry, ctx.trace.take()) {
             super::spans::finish(tracer, &mut trace, session, error, ctx, &self.state);
+        }
+        if let Some(metrics) = &self.metrics {
+            super::observe::record(metrics, session, error, ctx, &self.state);
         }
         if !self.state.access_log {
             return;

@@ -15,6 +15,7 @@ use super::app::{BuildError, DarklightProxy, PreparedState};
 use super::demo::DemoOrigin;
 use super::tls::{CertStore, TlsError};
 use crate::admin::AdminApp;
+use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::correlation::PreviewTable;
 use crate::telemetry::Telemetry;
@@ -66,12 +67,15 @@ pub fn build_server_with_telemetry(
 pub struct BuiltServer {
     /// The server, ready to run.
     pub server: Server,
+    /// The metrics the proxy records and the admin listener serves; report reloads to it with
+    /// [`Metrics::describe`] and [`Metrics::config_reloaded`].
+    pub metrics: Arc<Metrics>,
     /// The certificates of each TLS listener, in `listen` order; call [`CertStore::reload`]
     /// on each to pick up renewed certificate files.
     pub certificates: Vec<Arc<CertStore>>,
 }
 
-/// Like [`build_server_with_telemetry`], also returning the certificate stores.
+/// Like [`build_server_with_telemetry`], also returning the metrics and certificate stores.
 pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<BuiltServer, RunError> {
     probe_listeners(config)?;
 
@@ -97,6 +101,9 @@ pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<Buil
         shared
     });
 
+    let metrics = Arc::new(Metrics::new());
+    metrics.describe(config, &state.engine);
+    metrics.watch_spans(telemetry.stats());
     let previews = state.engine.preview_table().cloned();
     if let Some(table) = &previews {
         server.add_service(background_service(
@@ -107,7 +114,7 @@ pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<Buil
     if let Some(admin) = &config.admin {
         let mut service = Service::new(
             "darklight admin".to_string(),
-            HttpServer::new_app(AdminApp::new(previews.clone())),
+            HttpServer::new_app(AdminApp::new(previews.clone()).with_metrics(Arc::clone(&metrics))),
         );
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
@@ -115,7 +122,7 @@ pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<Buil
 
     let mut proxy = http_proxy_service_with_name(
         &server.configuration,
-        DarklightProxy::new(Arc::new(state)),
+        DarklightProxy::new(Arc::new(state)).with_metrics(Arc::clone(&metrics)),
         "darklight proxy",
     );
     let mut certificates = Vec::new();
@@ -138,6 +145,7 @@ pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<Buil
             }
         }
     }
+    metrics.watch_certificates(certificates.clone());
     server.add_service(proxy);
 
     if let Some(demo) = &config.demo {
@@ -147,6 +155,7 @@ pub fn build_server_parts(config: &Config, telemetry: &Telemetry) -> Result<Buil
     }
     Ok(BuiltServer {
         server,
+        metrics,
         certificates,
     })
 }
