@@ -145,7 +145,7 @@ pub fn render(metrics: &Metrics, now: u64) -> String {
         "<title>darklight status</title><style>",
         "body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#1f2937;max-width:960px}",
         "h1{font-size:1.5em}h2{font-size:1.1em;margin-top:2em}",
-        "table{border-collapse:collapse}td,th{padding:.2em .8em .2em 0;text-align:left;vertical-align:top}",
+        "table{border-collapse:collapse;margin-bottom:1em}td,th{padding:.2em .8em .2em 0;text-align:left;vertical-align:top}",
         "th{font-weight:600}.num{text-align:right;font-variant-numeric:tabular-nums}",
         ".swatch{display:inline-block;width:.8em;height:.8em;margin-right:.4em;vertical-align:-.05em}",
         ".on{color:#15803d}.off{color:#9ca3af}code{font-size:.95em}",
