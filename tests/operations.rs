@@ -498,3 +498,40 @@ fn tls_configuration_forms() {
         assert!(error.contains(message), "{error}");
     }
 }
+
+#[test]
+fn grafana_dashboard_uses_only_metrics_darklight_exports() {
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/grafana-dashboard.json"
+    )))
+    .unwrap();
+    let exporter = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/src/admin/metrics.rs"));
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            expressions.push(target["expr"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(expressions.len() > 10);
+    for expr in &expressions {
+        let mut rest = expr.as_str();
+        while let Some(start) = rest.find("darklight_") {
+            let name: String = rest[start..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .filter(|base| base.ends_with("_seconds"))
+                .unwrap_or(&name);
+            assert!(
+                exporter.contains(&format!("\"{family}\""))
+                    || exporter.contains(&format!("\"{family}{{")),
+                "the dashboard queries `{name}`, which darklight does not export ({expr})"
+            );
+            rest = &rest[start + name.len()..];
+        }
+    }
+}
