@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench soak deps test-deps check-config clean
+.PHONY: all build run test lint fmt bench soak deps test-deps browser check-config clean
 
 all: build
 
@@ -29,6 +29,21 @@ test-deps: deps
 	fi
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is missing; install it and retry" >&2; exit 1; }
 
+# The status page test renders the page in headless Chromium: install Debian's `chromium` when
+# missing (a large package). Without it that test is skipped with a message, unless
+# DARKLIGHT_REQUIRE_CHROMIUM is set, as CI does.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then \
+		echo "chromium not found: installing it for the status page test"; \
+		if command -v apt-get >/dev/null 2>&1; then \
+			SUDO=$$( [ "$$(id -u)" -eq 0 ] || echo sudo ); \
+			{ $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+				|| echo "could not install chromium: the status page browser test will be skipped" >&2; \
+		else \
+			echo "no apt-get: install chromium to run the status page browser test" >&2; \
+		fi; \
+	fi
+
 build: deps
 	$(CARGO) build --release
 
@@ -42,7 +57,7 @@ check-config: deps
 	$(CARGO) run --release -- check --config $(CONFIG)
 
 # The whole suite, then the pure core alone without Pingora, OpenTelemetry or the CLI.
-test: test-deps
+test: test-deps browser
 	$(CARGO) test --all-targets
 	$(CARGO) test --doc
 	$(CARGO) test --no-default-features --lib --tests

@@ -100,7 +100,8 @@ fn serve(path: &Path, upgrade: bool) -> Result<ExitCode> {
         upgrade,
     };
     let server = darklight::proxy::server::build(&config, &telemetry, &options)
-        .with_context(|| format!("cannot start with {}", path.display()))?;
+        .with_context(|| format!("cannot start with {}", path.display()))?
+        .server;
     for listener in &config.listen {
         let scheme = if listener.tls.is_some() {
             "https"

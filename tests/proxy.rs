@@ -357,17 +357,47 @@ mod demo {
 
     /// The shipped configuration, with its fixed ports swapped for free ones.
     fn shipped_config() -> (String, u16) {
+        shipped_config_with_admin().0
+    }
+
+    /// The shipped configuration with free ports, and the admin port.
+    fn shipped_config_with_admin() -> ((String, u16), u16) {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/config/darklight.yaml"
         ))
         .unwrap();
         let origin = common::free_port();
+        let admin = common::free_port();
         assert!(text.contains("0.0.0.0:8080") && text.contains("127.0.0.1:3000"));
+        assert!(text.contains("127.0.0.1:9090"));
         let text = text
             .replace("0.0.0.0:8080", "127.0.0.1:{PORT}")
-            .replace("127.0.0.1:3000", &format!("127.0.0.1:{origin}"));
-        (text, origin)
+            .replace("127.0.0.1:3000", &format!("127.0.0.1:{origin}"))
+            .replace("127.0.0.1:9090", &format!("127.0.0.1:{admin}"));
+        ((text, origin), admin)
+    }
+
+    #[test]
+    fn shipped_config_serves_the_status_page_and_metrics() {
+        let ((config, origin), admin) = shipped_config_with_admin();
+        let proxy = Darklight::start(&config);
+        common::wait_for_port(origin);
+        common::wait_for_port(admin);
+        assert_eq!(get(proxy.port, "/", &[]).status, 200);
+        let status = get(admin, "/status", &[]);
+        assert_eq!(status.status, 200);
+        assert!(status.text().contains("<svg"), "{}", status.text());
+        // Requests are counted once their response is sent: poll briefly.
+        let deadline = std::time::Instant::now() + common::READY_TIMEOUT;
+        loop {
+            let metrics = get(admin, "/metrics", &[]).text();
+            if metrics.contains("darklight_requests_total{site=\"demo\"") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{metrics}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     #[test]

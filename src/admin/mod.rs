@@ -1,8 +1,17 @@
 //! The admin listener: operator endpoints on a separate, loopback-by-default address.
 //!
+//! * `GET /` or `/status` — the status page: configuration, traffic per channel over the last
+//!   hour, top dark social landing pages and sources ([`status`]).
+//! * `GET /metrics` — Prometheus metrics, text exposition format 0.0.4 ([`metrics`]).
 //! * `GET /previews?limit=N` — the preview table: statistics and counters per URL and platform
 //!   (previews seen, visits attributed), most previewed first, as JSON.
 //! * `GET /healthz` — `ok`.
+
+pub mod histogram;
+pub mod labels;
+pub mod metrics;
+pub mod status;
+pub mod traffic;
 
 use std::sync::Arc;
 
@@ -12,6 +21,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::correlation::PreviewTable;
+use metrics::Metrics;
 
 /// Rows `/previews` returns when no `limit` is given.
 const DEFAULT_LIMIT: usize = 100;
@@ -21,12 +31,22 @@ const MAX_LIMIT: usize = 10_000;
 /// The admin application.
 pub struct AdminApp {
     previews: Option<Arc<PreviewTable>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl AdminApp {
     /// Serves the given preview table (none when correlation is off).
     pub fn new(previews: Option<Arc<PreviewTable>>) -> AdminApp {
-        AdminApp { previews }
+        AdminApp {
+            previews,
+            metrics: None,
+        }
+    }
+
+    /// Also serves `/metrics` and the status page from `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> AdminApp {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn previews(&self, query: Option<&str>) -> Response<Vec<u8>> {
@@ -62,9 +82,29 @@ impl ServeHttp for AdminApp {
                 b"only GET\n".to_vec(),
             );
         }
-        match request.uri.path() {
-            "/previews" => self.previews(request.uri.query()),
-            "/healthz" => respond(
+        match (request.uri.path(), &self.metrics) {
+            ("/metrics", Some(metrics)) => respond(
+                StatusCode::OK,
+                metrics::CONTENT_TYPE,
+                metrics.render().into_bytes(),
+            ),
+            ("/" | "/status", Some(metrics)) => {
+                let page = status::render(metrics, crate::proxy::plugin::unix_now());
+                let mut response = respond(
+                    StatusCode::OK,
+                    "text/html; charset=utf-8",
+                    page.into_bytes(),
+                );
+                response.headers_mut().insert(
+                    http::header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(
+                        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+                    ),
+                );
+                response
+            }
+            ("/previews", _) => self.previews(request.uri.query()),
+            ("/healthz", _) => respond(
                 StatusCode::OK,
                 "text/plain; charset=utf-8",
                 b"ok\n".to_vec(),
@@ -72,7 +112,7 @@ impl ServeHttp for AdminApp {
             _ => respond(
                 StatusCode::NOT_FOUND,
                 "text/plain; charset=utf-8",
-                b"not found: try /previews or /healthz\n".to_vec(),
+                b"not found: try /status, /metrics, /previews or /healthz\n".to_vec(),
             ),
         }
     }

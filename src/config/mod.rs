@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, Location};
 pub use schema::{
-    AdminSettings, Config, DemoSettings, HealthCheckConfig, HealthCheckKind, Listener, ListenerTls,
-    LogFormat, LogSettings, ServerSettings, SiteConfig, TelemetryConfig, TimeoutConfig,
-    UpstreamTlsConfig,
+    AdminSettings, CertificateFiles, Config, DemoSettings, HealthCheckConfig, HealthCheckKind,
+    Listener, ListenerTls, LogFormat, LogSettings, ServerSettings, SiteConfig, TelemetryConfig,
+    TimeoutConfig, UpstreamTlsConfig,
 };
 pub use values::{
     HostPattern, HumanDuration, ListenAddress, LogLevel, UpstreamScheme, UpstreamUrl,
@@ -191,8 +191,10 @@ fn resolve_relative_paths(config: &mut Config, config_path: &Path) {
     };
     for listener in &mut config.listen {
         if let Some(tls) = &mut listener.tls {
-            absolute(&mut tls.cert);
-            absolute(&mut tls.key);
+            for files in &mut tls.certificates {
+                absolute(&mut files.cert);
+                absolute(&mut files.key);
+            }
         }
     }
 }
@@ -200,7 +202,11 @@ fn resolve_relative_paths(config: &mut Config, config_path: &Path) {
 fn check_files(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
     for listener in &config.listen {
         let Some(tls) = &listener.tls else { continue };
-        for (what, file) in [("certificate", &tls.cert), ("key", &tls.key)] {
+        let files = tls
+            .certificates
+            .iter()
+            .flat_map(|f| [("certificate", &f.cert), ("key", &f.key)]);
+        for (what, file) in files {
             if let Err(e) = std::fs::metadata(file) {
                 let name = file
                     .file_name()

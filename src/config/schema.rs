@@ -92,17 +92,59 @@ impl From<ListenAddress> for Listener {
     }
 }
 
-/// Certificate and key for a TLS listener (PEM files).
+/// Certificates for a TLS listener (PEM files): `{cert, key}` for one, or `certificates:
+/// [{cert, key}, …]` for several, chosen per connection by SNI.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "ListenerTlsFields")]
 pub struct ListenerTls {
-    /// Certificate chain, PEM.
+    /// Certificate and key pairs; the first also answers clients that send no known name.
+    pub certificates: Vec<CertificateFiles>,
+    /// Offer HTTP/2 to clients through ALPN.
+    pub http2: bool,
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// Certificate chain, PEM; its DNS names (subject alternative names) select it.
     pub cert: PathBuf,
     /// Private key, PEM.
     pub key: PathBuf,
-    /// Offer HTTP/2 to clients through ALPN.
+}
+
+/// `tls` as written, before the two forms are merged.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerTlsFields {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    #[serde(default)]
+    certificates: Vec<CertificateFiles>,
     #[serde(default = "yes")]
-    pub http2: bool,
+    http2: bool,
+}
+
+impl TryFrom<ListenerTlsFields> for ListenerTls {
+    type Error = String;
+
+    fn try_from(fields: ListenerTlsFields) -> Result<Self, Self::Error> {
+        let mut certificates = match (fields.cert, fields.key) {
+            (Some(cert), Some(key)) => vec![CertificateFiles { cert, key }],
+            (None, None) => Vec::new(),
+            _ => return Err("`tls` needs both `cert` and `key`".to_string()),
+        };
+        certificates.extend(fields.certificates);
+        if certificates.is_empty() {
+            return Err(
+                "`tls` needs `cert` and `key`, or `certificates: [{cert, key}, …]`".to_string(),
+            );
+        }
+        Ok(ListenerTls {
+            certificates,
+            http2: fields.http2,
+        })
+    }
 }
 
 /// Process-wide settings.

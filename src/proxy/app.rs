@@ -163,13 +163,24 @@ pub struct RequestContext {
 pub struct DarklightProxy {
     state: StateHandle,
     engine: EngineHandle,
+    metrics: Option<Arc<crate::admin::metrics::Metrics>>,
 }
 
 impl DarklightProxy {
     /// Serves whatever state `state` holds; a reload stores a new state there and the
     /// matching engine in `engine` (which the plugin module reads).
     pub fn new(state: StateHandle, engine: EngineHandle) -> Self {
-        DarklightProxy { state, engine }
+        DarklightProxy {
+            state,
+            engine,
+            metrics: None,
+        }
+    }
+
+    /// Counts every finished request in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::admin::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 }
 
@@ -349,6 +360,9 @@ impl ProxyHttp for DarklightProxy {
         let state = Arc::clone(&ctx.state);
         if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
             super::spans::finish(tracer, &mut trace, session, error, ctx, &state);
+        }
+        if let Some(metrics) = &self.metrics {
+            super::observe::record(metrics, session, error, ctx, &state);
         }
         if state.access_log {
             super::access_log::write(session, error, ctx, &state);

@@ -4,10 +4,12 @@ mod access_log;
 pub mod app;
 pub mod demo;
 mod forwarded;
+mod observe;
 pub mod plugin;
 pub mod reload;
 pub mod server;
 mod spans;
+pub mod tls;
 pub mod upstream;
 
 pub use app::{DarklightProxy, ProxyState};

@@ -231,6 +231,11 @@ impl Engine {
         self.correlation.as_ref().map(|c| &c.table)
     }
 
+    /// The classification rules.
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
     /// The attribution settings.
     pub fn attributor(&self) -> &Attributor {
         &self.attributor
@@ -322,6 +327,7 @@ impl HttpModuleBuilder for DarklightModule {
             classification: None,
             plan: Plan::default(),
             cookies_set: 0,
+            evaluation: None,
         })
     }
 }
@@ -338,6 +344,8 @@ pub struct DarklightContext {
     pub plan: Plan,
     /// How many `Set-Cookie` headers were added to the response.
     pub cookies_set: usize,
+    /// Time spent classifying the request and planning its attribution, for metrics.
+    pub evaluation: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -347,7 +355,9 @@ impl HttpModule for DarklightContext {
         if attributor.enabled() {
             strip_reserved(request, attributor);
         }
+        let started = std::time::Instant::now();
         let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
+        self.evaluation = Some(started.elapsed());
         for (name, value) in &plan.headers {
             if let Err(e) = request.insert_header(name.clone(), value.clone()) {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");

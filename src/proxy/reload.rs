@@ -22,6 +22,8 @@ use pingora::services::background::BackgroundService;
 
 use super::app::{PreparedState, StateHandle};
 use super::plugin::EngineHandle;
+use super::tls::CertStore;
+use crate::admin::metrics::Metrics;
 use crate::config::{self, Config};
 
 /// How often the health-check service looks for due checks.
@@ -83,6 +85,8 @@ pub struct Reloader {
     engine: EngineHandle,
     tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     stats: Arc<ReloadStats>,
+    metrics: Option<Arc<Metrics>>,
+    certificates: Vec<Arc<CertStore>>,
 }
 
 impl Reloader {
@@ -101,7 +105,21 @@ impl Reloader {
             engine,
             tracer,
             stats: Arc::new(ReloadStats::default()),
+            metrics: None,
+            certificates: Vec::new(),
         }
+    }
+
+    /// Reports reloads to `metrics` and refreshes its site and source labels.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Reloader {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Re-reads these TLS listeners' certificates on every reload (in `listen` order).
+    pub fn with_certificates(mut self, certificates: Vec<Arc<CertStore>>) -> Reloader {
+        self.certificates = certificates;
+        self
     }
 
     /// Reload counters.
@@ -128,9 +146,13 @@ impl Reloader {
             Ok(built) => built,
             Err(error) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if let Some(metrics) = &self.metrics {
+                    metrics.config_reloaded(false);
+                }
                 return Err(error);
             }
         };
+        self.reload_certificates(&config);
         {
             let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
             for section in restart_only_changes(&current, &config) {
@@ -143,9 +165,25 @@ impl Reloader {
         let engine = Arc::clone(&state.engine);
         self.engine.store(engine);
         self.state.store(Arc::new(state));
+        if let Some(metrics) = &self.metrics {
+            metrics.describe(&config, &self.engine.load_full());
+            metrics.config_reloaded(true);
+        }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = config;
         self.stats.succeeded.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Renewed certificate files are picked up on every reload; a listener whose files were
+    /// changed in the configuration switches to them. A certificate that fails to load keeps
+    /// the previous one (the store logs and counts it).
+    fn reload_certificates(&self, config: &Config) {
+        let tls_listeners = config.listen.iter().filter_map(|l| l.tls.as_ref());
+        for (store, tls) in self.certificates.iter().zip(tls_listeners) {
+            if let Err(error) = store.replace(tls.certificates.clone()) {
+                tracing::error!(%error, "certificate reload failed; the previous certificates stay");
+            }
+        }
     }
 }
 

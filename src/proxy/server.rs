@@ -5,7 +5,6 @@ use std::net::TcpListener;
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
-use pingora::listeners::tls::TlsSettings;
 use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
@@ -18,7 +17,9 @@ use super::app::{BuildError, DarklightProxy, PreparedState, StateHandle};
 use super::demo::DemoOrigin;
 use super::plugin::EngineHandle;
 use super::reload::{HealthChecks, Reloader};
+use super::tls::{CertStore, TlsError};
 use crate::admin::AdminApp;
+use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::correlation::PreviewTable;
 use crate::telemetry::Telemetry;
@@ -63,7 +64,7 @@ pub fn build_server_with_telemetry(
     config: &Config,
     telemetry: &Telemetry,
 ) -> Result<Server, RunError> {
-    build(config, telemetry, &RunOptions::default())
+    build(config, telemetry, &RunOptions::default()).map(|built| built.server)
 }
 
 /// How the server is started, beyond its configuration.
@@ -75,12 +76,22 @@ pub struct RunOptions {
     pub upgrade: bool,
 }
 
-/// Builds the server with span recording, SIGHUP reload and upgrade as `options` say.
+/// A built server with the handles that outlive it.
+pub struct BuiltServer {
+    /// The server, ready to run.
+    pub server: Server,
+    /// The metrics the proxy records and the admin listener serves.
+    pub metrics: Arc<Metrics>,
+    /// The certificates of each TLS listener, in `listen` order (reloaded on SIGHUP).
+    pub certificates: Vec<Arc<CertStore>>,
+}
+
+/// Builds the server with span recording, metrics, SIGHUP reload and upgrade as `options` say.
 pub fn build(
     config: &Config,
     telemetry: &Telemetry,
     options: &RunOptions,
-) -> Result<Server, RunError> {
+) -> Result<BuiltServer, RunError> {
     // When upgrading, the old process still holds the ports and hands them over.
     if !options.upgrade {
         probe_listeners(config)?;
@@ -109,6 +120,9 @@ pub fn build(
     prepared.trace_with(telemetry.tracer());
     let state = prepared.into_state();
 
+    let metrics = Arc::new(Metrics::new());
+    metrics.describe(config, &state.engine);
+    metrics.watch_spans(telemetry.stats());
     let previews = state.engine.preview_table().cloned();
     if let Some(table) = &previews {
         server.add_service(background_service(
@@ -119,7 +133,7 @@ pub fn build(
     if let Some(admin) = &config.admin {
         let mut service = Service::new(
             "darklight admin".to_string(),
-            HttpServer::new_app(AdminApp::new(previews.clone())),
+            HttpServer::new_app(AdminApp::new(previews.clone()).with_metrics(Arc::clone(&metrics))),
         );
         service.add_tcp(&admin.listen.to_string());
         server.add_service(service);
@@ -131,58 +145,60 @@ pub fn build(
         "health checks",
         HealthChecks::new(Arc::clone(&state)),
     ));
+    let mut proxy = http_proxy_service_with_name(
+        &server.configuration,
+        DarklightProxy::new(Arc::clone(&state), Arc::clone(&engine))
+            .with_metrics(Arc::clone(&metrics)),
+        "darklight proxy",
+    );
+    let mut certificates = Vec::new();
+    for listener in &config.listen {
+        let address = listener.address.to_string();
+        match &listener.tls {
+            None => proxy.add_tcp(&address),
+            Some(tls) => {
+                let tls_error = |error: TlsError| RunError::Tls {
+                    address: address.clone(),
+                    reason: error.to_string(),
+                };
+                let store = Arc::new(
+                    CertStore::load(&address, tls.certificates.clone()).map_err(tls_error)?,
+                );
+                let settings =
+                    CertStore::listener_settings(&store, tls.http2).map_err(tls_error)?;
+                proxy.add_tls_with_settings(&address, None, settings);
+                certificates.push(store);
+            }
+        }
+    }
+    metrics.watch_certificates(certificates.clone());
+    server.add_service(proxy);
+
     if let Some(path) = &options.config_path {
         server.add_service(background_service(
             "configuration reload",
             Reloader::new(
                 path.clone(),
                 config.clone(),
-                Arc::clone(&state),
-                Arc::clone(&engine),
+                state,
+                engine,
                 telemetry.tracer(),
-            ),
+            )
+            .with_metrics(Arc::clone(&metrics))
+            .with_certificates(certificates.clone()),
         ));
     }
-
-    let mut proxy = http_proxy_service_with_name(
-        &server.configuration,
-        DarklightProxy::new(state, engine),
-        "darklight proxy",
-    );
-    for listener in &config.listen {
-        let address = listener.address.to_string();
-        match &listener.tls {
-            None => proxy.add_tcp(&address),
-            Some(tls) => {
-                let tls_error = |reason: String| RunError::Tls {
-                    address: address.clone(),
-                    reason,
-                };
-                let cert = tls
-                    .cert
-                    .to_str()
-                    .ok_or_else(|| tls_error("certificate path is not UTF-8".into()))?;
-                let key = tls
-                    .key
-                    .to_str()
-                    .ok_or_else(|| tls_error("key path is not UTF-8".into()))?;
-                let mut settings =
-                    TlsSettings::intermediate(cert, key).map_err(|e| tls_error(e.to_string()))?;
-                if tls.http2 {
-                    settings.enable_h2();
-                }
-                proxy.add_tls_with_settings(&address, None, settings);
-            }
-        }
-    }
-    server.add_service(proxy);
 
     if let Some(demo) = &config.demo {
         let mut origin = Service::new("demo origin".to_string(), HttpServer::new_app(DemoOrigin));
         origin.add_tcp(&demo.listen.to_string());
         server.add_service(origin);
     }
-    Ok(server)
+    Ok(BuiltServer {
+        server,
+        metrics,
+        certificates,
+    })
 }
 
 /// Builds a server that runs only the demo origin, for `darklight demo`.
