@@ -535,3 +535,96 @@ fn grafana_dashboard_uses_only_metrics_darklight_exports() {
         }
     }
 }
+
+#[test]
+fn https_upstreams_get_sni_and_are_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (other_cert, other_key) = ca.issue(dir.path(), "other.example", "other");
+    let (origin_cert, origin_key) = ca.issue(dir.path(), "origin.example", "origin");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert.pem()).unwrap();
+    let echo = Upstream::start("origin");
+    // The "origin": a darklight TLS listener that serves `other.example` unless the client
+    // asks for `origin.example` by SNI.
+    let origin = Darklight::start(&format!(
+        "listen:\n\
+         \x20 - address: 127.0.0.1:{{PORT}}\n\
+         \x20   tls:\n\
+         \x20     certificates:\n\
+         \x20       - {{cert: {}, key: {}}}\n\
+         \x20       - {{cert: {}, key: {}}}\n\
+         sites:\n\
+         \x20 - name: origin\n\
+         \x20   upstreams: [{}]\n",
+        other_cert.display(),
+        other_key.display(),
+        origin_cert.display(),
+        origin_key.display(),
+        echo.url()
+    ));
+    let front = |sni: &str| {
+        Darklight::start(&format!(
+            "listen: [127.0.0.1:{{PORT}}]\n\
+             server: {{upstream_ca_file: {}}}\n\
+             sites:\n\
+             \x20 - name: app\n\
+             \x20   upstreams: ['https://127.0.0.1:{}']\n\
+             \x20   upstream_tls: {{sni: {sni}}}\n",
+            ca_file.display(),
+            origin.port
+        ))
+    };
+    // Right SNI: the origin serves the matching certificate and verification passes.
+    let good = front("origin.example");
+    let response = get(good.port, "/through-tls", &[("User-Agent", PHONE)]);
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(echo.last().target, "/through-tls");
+    // Wrong SNI: the certificate does not match the name darklight verifies: 502.
+    let wrong = front("missing.example");
+    assert_eq!(get(wrong.port, "/", &[("User-Agent", PHONE)]).status, 502);
+}
+
+#[test]
+fn sighup_picks_up_renewed_certificates_and_counts_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let (cert, key) = ca.issue(dir.path(), "www.example", "site");
+    let upstream = Upstream::start("origin");
+    let admin = common::free_port();
+    let proxy = Darklight::start(&format!(
+        "listen:\n\
+         \x20 - address: 127.0.0.1:{{PORT}}\n\
+         \x20   tls: {{cert: {}, key: {}}}\n\
+         admin: {{listen: 127.0.0.1:{admin}}}\n\
+         sites:\n\
+         \x20 - name: app\n\
+         \x20   upstreams: [{}]\n",
+        cert.display(),
+        key.display(),
+        upstream.url()
+    ));
+    let client = ca.client(&[]);
+    let serial = || {
+        let (stream, _, _) = handshake(&client, proxy.port, "www.example");
+        let leaf = stream.conn.peer_certificates().unwrap()[0].clone();
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).unwrap();
+        parsed.raw_serial().to_vec()
+    };
+    let before = serial();
+    ca.issue(dir.path(), "www.example", "site");
+    proxy.signal("HUP");
+    proxy.wait_for_log("configuration reloaded");
+    assert_ne!(
+        serial(),
+        before,
+        "the renewed certificate is served after SIGHUP"
+    );
+    let metrics = metrics_until(admin, |m| {
+        m.contains("darklight_config_reloads_total{result=\"success\"} 1")
+    });
+    assert!(
+        metrics.contains("darklight_config_reloads_total{result=\"failure\"} 0"),
+        "{metrics}"
+    );
+}

@@ -197,6 +197,9 @@ fn resolve_relative_paths(config: &mut Config, config_path: &Path) {
             }
         }
     }
+    if let Some(ca) = &mut config.server.upstream_ca_file {
+        absolute(ca);
+    }
 }
 
 fn check_files(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
@@ -223,6 +226,22 @@ fn check_files(config: &Config, text: &str, path: &Path) -> Result<(), ConfigErr
                 ));
             }
         }
+    }
+    if let Some(ca) = &config.server.upstream_ca_file
+        && let Err(e) = std::fs::metadata(ca)
+    {
+        let name = ca
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return Err(ConfigError::invalid(
+            path,
+            error::locate(text, &name, 1),
+            format!(
+                "server.upstream_ca_file `{}` cannot be read: {e}",
+                ca.display()
+            ),
+        ));
     }
     Ok(())
 }

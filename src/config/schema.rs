@@ -162,6 +162,9 @@ pub struct ServerSettings {
     pub trust_forwarded_headers: bool,
     /// Idle upstream connections kept for reuse, across all upstreams.
     pub upstream_keepalive_pool: usize,
+    /// Certificate authorities (PEM) trusted when verifying `https://` upstreams, instead of
+    /// the system's roots: for origins behind a private CA.
+    pub upstream_ca_file: Option<PathBuf>,
     /// Socket through which a new darklight (`run --upgrade`) takes the listeners over.
     pub upgrade_sock: PathBuf,
     /// Where the process id is written.
@@ -176,6 +179,7 @@ impl Default for ServerSettings {
             shutdown_timeout: HumanDuration(std::time::Duration::from_secs(5)),
             trust_forwarded_headers: false,
             upstream_keepalive_pool: 128,
+            upstream_ca_file: None,
             upgrade_sock: PathBuf::from("/tmp/darklight-upgrade.sock"),
             pid_file: PathBuf::from("/tmp/darklight.pid"),
         }

@@ -107,6 +107,11 @@ pub fn build(
         upstream_keepalive_pool_size: config.server.upstream_keepalive_pool,
         upgrade_sock: config.server.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: config.server.pid_file.to_string_lossy().into_owned(),
+        ca_file: config
+            .server
+            .upstream_ca_file
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned()),
         ..ServerConf::default()
     };
     let opt = pingora::server::configuration::Opt {
