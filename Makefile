@@ -80,3 +80,21 @@ bench: deps
 
 clean:
 	$(CARGO) clean
+
+# Coverage-guided fuzzing of the pure core (fuzz/, a separate cargo-fuzz package), each target
+# for FUZZ_SECONDS. cargo-fuzz passes nightly-only flags (-Zsanitizer=address); RUSTC_BOOTSTRAP
+# lets the stable toolchain accept them. FUZZ_SANITIZER=none fuzzes without AddressSanitizer.
+FUZZ_SECONDS ?= 60
+FUZZ_SANITIZER ?= address
+FUZZ_TARGETS ?= classify cookies config_yaml
+
+.PHONY: fuzz
+fuzz:
+	@$(CARGO) fuzz --version >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for target in $(FUZZ_TARGETS); do \
+		echo "fuzzing $$target for $(FUZZ_SECONDS)s"; \
+		mkdir -p fuzz/corpus/$$target; \
+		RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer $(FUZZ_SANITIZER) $$target \
+			fuzz/corpus/$$target fuzz/corpus-seeds/$$target \
+			-- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
