@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -77,8 +77,16 @@ pub struct ReloadStats {
     pub failed: AtomicU64,
 }
 
+/// How often a pending SIGHUP is looked for.
+const SIGNAL_POLL: Duration = Duration::from_millis(100);
+
 /// Reloads the configuration on SIGHUP.
+///
+/// The signal handler is installed when the reloader is built, before the server starts, so
+/// a SIGHUP that arrives while darklight is still starting is kept for later instead of
+/// ending the process (the default action).
 pub struct Reloader {
+    hangup: Arc<AtomicBool>,
     path: PathBuf,
     current: std::sync::Mutex<Config>,
     state: StateHandle,
@@ -98,7 +106,14 @@ impl Reloader {
         engine: EngineHandle,
         tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
     ) -> Reloader {
+        let hangup = Arc::new(AtomicBool::new(false));
+        if let Err(e) =
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hangup))
+        {
+            tracing::error!(error = %e, "cannot listen for SIGHUP: reload is disabled");
+        }
         Reloader {
+            hangup,
             path,
             current: std::sync::Mutex::new(config),
             state,
@@ -216,30 +231,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 #[async_trait]
 impl BackgroundService for Reloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(hangup) => hangup,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGHUP: reload is disabled");
-                return;
-            }
-        };
+        let mut tick = tokio::time::interval(SIGNAL_POLL);
         loop {
             tokio::select! {
-                received = hangup.recv() => {
-                    if received.is_none() {
-                        return;
-                    }
-                    tracing::info!(path = %self.path.display(), "SIGHUP: reloading configuration");
-                    match self.reload().await {
-                        Ok(()) => tracing::info!("configuration reloaded"),
-                        Err(error) => tracing::error!(
-                            %error,
-                            "configuration reload refused; the previous configuration keeps serving"
-                        ),
-                    }
-                }
+                _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            if !self.hangup.swap(false, Ordering::AcqRel) {
+                continue;
+            }
+            tracing::info!(path = %self.path.display(), "SIGHUP: reloading configuration");
+            match self.reload().await {
+                Ok(()) => tracing::info!("configuration reloaded"),
+                Err(error) => tracing::error!(
+                    %error,
+                    "configuration reload refused; the previous configuration keeps serving"
+                ),
             }
         }
     }
