@@ -47,7 +47,7 @@ fmt:
 	$(CARGO) fmt
 
 bench: deps
-	$(CARGO) bench --bench classify --bench correlation
+	$(CARGO) bench --bench classify --bench correlation --bench attribution --bench telemetry
 
 clean:
 	$(CARGO) clean
