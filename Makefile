@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test test-core lint fmt bench deps check-config clean
+.PHONY: all build run test test-core lint fmt bench bench-load deps check-config clean
 
 all: build
 
@@ -48,6 +48,10 @@ fmt:
 
 bench: deps
 	$(CARGO) bench --bench classify --bench correlation --bench attribution --bench telemetry
+
+# darklight vs plain Pingora vs nginx under wrk on 127.0.0.1 (DURATION, ROUNDS, SOAK… in the script).
+bench-load: deps
+	benches/load/compare.sh
 
 clean:
 	$(CARGO) clean
