@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench soak deps test-deps browser check-config clean
+.PHONY: all build run test lint fmt bench bench-load soak deps test-deps browser check-config clean
 
 all: build
 
@@ -76,7 +76,11 @@ soak: test-deps
 	SOAK_SECS=$(SOAK_SECS) $(CARGO) test --release --test soak -- --nocapture
 
 bench: deps
-	$(CARGO) bench --bench classify --bench correlation
+	$(CARGO) bench --bench classify --bench correlation --bench attribution --bench telemetry
+
+# darklight vs plain Pingora vs nginx under wrk on 127.0.0.1 (DURATION, ROUNDS, SOAK… in the script).
+bench-load: deps
+	benches/load/compare.sh
 
 clean:
 	$(CARGO) clean

@@ -1,0 +1,358 @@
+#!/usr/bin/env bash
+# Load comparison: darklight (every feature on) against a plain Pingora passthrough and nginx as
+# a reverse proxy, all in front of the same cheap origin on 127.0.0.1, driven by wrk in
+# alternating rounds. Started by `make bench-load`. Every run is bounded in time.
+#
+# Environment (defaults in brackets):
+#   DURATION [10]     seconds per wrk run          ROUNDS [3]   rounds over the three proxies
+#   CONNECTIONS [50]  wrk connections              WRK_THREADS [1]
+#   WARMUP [2]        seconds of warm-up per proxy before the first round
+#   PROXY_THREADS [1] worker threads of each proxy (nginx: worker_processes)
+#   PROXY_CPUS [1]    CPUs the proxies are pinned to (taskset -c list)
+#   LOAD_CPUS [0]     CPUs of wrk, the origin and the OTLP sink
+#   ACCESS_LOG [0]    1: access log on in darklight and nginx (both to a file), 0: off in both
+#   SOAK [0]          seconds of the memory soak (darklight under load, RSS every 10 s); 0: none
+#   BASE_PORT [18080] ports BASE_PORT..BASE_PORT+5 on 127.0.0.1 are used
+#   TARGETS ["darklight plain nginx"]  which proxies to measure
+#   DL_TELEMETRY, DL_COOKIES, DL_CORRELATION, DL_ATTRIBUTION [1]: 0 turns that darklight feature
+#                     off, to see what each one costs (the comparison itself keeps all on)
+#
+# CPU placement on a 2-core machine: the three proxies run one at a time on PROXY_CPUS (CPU 1),
+# the load generator, the origin and the span sink share LOAD_CPUS (CPU 0). The proxy is the
+# only thing on its CPU, so requests/s measures its cost; the load side is the same for all
+# three (the sink is idle unless darklight exports to it, and it decodes spans on CPU 0, not on
+# the proxy's CPU).
+set -euo pipefail
+
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNECTIONS=${CONNECTIONS:-50}
+WRK_THREADS=${WRK_THREADS:-1}
+WARMUP=${WARMUP:-2}
+PROXY_THREADS=${PROXY_THREADS:-1}
+PROXY_CPUS=${PROXY_CPUS:-1}
+LOAD_CPUS=${LOAD_CPUS:-0}
+ACCESS_LOG=${ACCESS_LOG:-0}
+SOAK=${SOAK:-0}
+BASE_PORT=${BASE_PORT:-18080}
+TARGETS=${TARGETS:-darklight plain nginx}
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERE="$ROOT/benches/load"
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+TOOLS="$TARGET_DIR/load-tools"
+RUN=$(mktemp -d "${TMPDIR:-/tmp}/darklight-load.XXXXXX")
+
+ORIGIN_PORT=$BASE_PORT
+DARKLIGHT_PORT=$((BASE_PORT + 1))
+PLAIN_PORT=$((BASE_PORT + 2))
+NGINX_PORT=$((BASE_PORT + 3))
+SINK_PORT=$((BASE_PORT + 4))
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "compare.sh: $*"; exit 1; }
+
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    rm -rf "$RUN"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools: nginx and wrk from Debian packages when missing -------------------------------------
+# apt-get install first; when that is impossible (no root, a broken dpkg state), the packages are
+# downloaded with apt-get and unpacked under target/load-tools without touching the system.
+NGINX=$(command -v nginx || true)
+WRK=$(command -v wrk || true)
+[ -z "$NGINX" ] && [ -x /usr/sbin/nginx ] && NGINX=/usr/sbin/nginx
+[ -z "$NGINX" ] && [ -x "$TOOLS/root/usr/sbin/nginx" ] && NGINX="$TOOLS/root/usr/sbin/nginx"
+[ -z "$WRK" ] && [ -x "$TOOLS/root/usr/bin/wrk" ] && WRK="$TOOLS/root/usr/bin/wrk"
+if [ -z "$NGINX" ] || [ -z "$WRK" ]; then
+    command -v apt-get >/dev/null || die "nginx and wrk are needed (no apt-get to install them)"
+    SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+    log "installing nginx and wrk with apt-get"
+    if $SUDO apt-get install -y -qq nginx wrk >"$RUN/apt.log" 2>&1 \
+        || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq nginx wrk >"$RUN/apt.log" 2>&1; }; then
+        NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+        WRK=$(command -v wrk)
+    else
+        log "apt-get install failed ($(tail -1 "$RUN/apt.log")); unpacking the packages under $TOOLS"
+        mkdir -p "$TOOLS/debs" "$TOOLS/root"
+        (cd "$TOOLS/debs" && apt-get download nginx nginx-common wrk libluajit-5.1-2 libluajit-5.1-common >"$RUN/apt.log" 2>&1) \
+            || die "apt-get download failed: $(tail -1 "$RUN/apt.log")"
+        for deb in "$TOOLS"/debs/*.deb; do dpkg-deb -x "$deb" "$TOOLS/root"; done
+        NGINX="$TOOLS/root/usr/sbin/nginx"
+        WRK="$TOOLS/root/usr/bin/wrk"
+    fi
+fi
+export LD_LIBRARY_PATH="$TOOLS/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+"$NGINX" -v 2>/dev/null || die "nginx does not run: $NGINX"
+{ "$WRK" -v 2>&1 || true; } | grep -q wrk || die "wrk does not run: $WRK"
+command -v taskset >/dev/null || die "taskset (util-linux) is needed"
+
+# --- build ----------------------------------------------------------------------------------------
+log "building darklight and the comparison examples (release)"
+(cd "$ROOT" && cargo build --release --quiet --bin darklight --example plain_pingora --example otlp_sink)
+DARKLIGHT="$TARGET_DIR/release/darklight"
+PLAIN="$TARGET_DIR/release/examples/plain_pingora"
+SINK="$TARGET_DIR/release/examples/otlp_sink"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_port() {
+    for _ in $(seq 200); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    die "nothing listens on 127.0.0.1:$1 after 10 s (logs in $RUN)"
+}
+for port in $ORIGIN_PORT $DARKLIGHT_PORT $PLAIN_PORT $NGINX_PORT $SINK_PORT; do
+    port_free "$port" || die "127.0.0.1:$port is in use; set BASE_PORT"
+done
+
+# --- origin: nginx `return 200`, on the load CPUs -------------------------------------------------
+NGINX_USER=$([ "$(id -u)" -eq 0 ] && echo "user root;" || true)
+nginx_common() {
+    cat <<EOF
+$NGINX_USER
+daemon off;
+pid $RUN/$1.pid;
+error_log $RUN/$1.error.log warn;
+worker_processes $2;
+events { worker_connections 4096; }
+http {
+    client_body_temp_path $RUN/$1-body;
+    proxy_temp_path $RUN/$1-proxy;
+    fastcgi_temp_path $RUN/$1-fastcgi;
+    uwsgi_temp_path $RUN/$1-uwsgi;
+    scgi_temp_path $RUN/$1-scgi;
+    keepalive_requests 1000000;
+EOF
+}
+{
+    nginx_common origin 1
+    cat <<EOF
+    access_log off;
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT reuseport;
+        location / {
+            default_type text/html;
+            return 200 '<!doctype html><title>news</title><p>A small page from the origin.</p>\n';
+        }
+    }
+}
+EOF
+} >"$RUN/origin.conf"
+taskset -c "$LOAD_CPUS" "$NGINX" -e "$RUN/origin.error.log" -p "$RUN" -c "$RUN/origin.conf" &
+PIDS+=($!)
+
+# --- OTLP sink on the load CPUs -------------------------------------------------------------------
+taskset -c "$LOAD_CPUS" "$SINK" "127.0.0.1:$SINK_PORT" "$RUN/spans" &
+PIDS+=($!)
+
+# --- darklight: classification, headers, signed cookies, preview correlation, spans -------------
+if [ "$ACCESS_LOG" = 1 ]; then DL_ACCESS=true; NGINX_ACCESS="access_log $RUN/nginx.access.log;"; else DL_ACCESS=false; NGINX_ACCESS="access_log off;"; fi
+cat >"$RUN/darklight.yaml" <<EOF
+listen: [127.0.0.1:$DARKLIGHT_PORT]
+server: {threads: $PROXY_THREADS, grace_period: 1s, shutdown_timeout: 1s}
+log: {level: warn, access_log: $DL_ACCESS}
+sites:
+  - name: news
+    hosts: [news.example.com]
+    default: true
+    upstreams: [http://127.0.0.1:$ORIGIN_PORT]
+    routes:
+      - /
+      - {path: '/articles/**', name: '/articles/{slug}'}
+attribution:
+  enabled: $([ "${DL_ATTRIBUTION:-1}" = 1 ] && echo true || echo false)
+  cookies: {secret_env: $([ "${DL_COOKIES:-1}" = 1 ] && echo LOAD_COOKIE_SECRET || echo LOAD_NO_SECRET)}
+correlation: {enabled: $([ "${DL_CORRELATION:-1}" = 1 ] && echo true || echo false)}
+telemetry:
+  enabled: $([ "${DL_TELEMETRY:-1}" = 1 ] && echo true || echo false)
+  exporter: otlp
+  otlp: {protocol: grpc, endpoint: 'http://127.0.0.1:$SINK_PORT', timeout: 5s}
+  sampler: always_on
+  batch: {scheduled_delay: 1s}
+EOF
+export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
+"$DARKLIGHT" check --config "$RUN/darklight.yaml" >/dev/null
+env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT -u OTEL_TRACES_EXPORTER \
+    RUST_LOG=warn taskset -c "$PROXY_CPUS" "$DARKLIGHT" run --config "$RUN/darklight.yaml" \
+    2>"$RUN/darklight.log" &
+DARKLIGHT_PID=$!
+PIDS+=($DARKLIGHT_PID)
+
+# --- plain Pingora --------------------------------------------------------------------------------
+taskset -c "$PROXY_CPUS" "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ORIGIN_PORT" "$PROXY_THREADS" \
+    2>"$RUN/plain.log" &
+PLAIN_PID=$!
+PIDS+=($PLAIN_PID)
+
+# --- nginx as a reverse proxy: same worker count, upstream keepalive ------------------------------
+{
+    nginx_common proxy "$PROXY_THREADS"
+    cat <<EOF
+    $NGINX_ACCESS
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 128;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+} >"$RUN/proxy.conf"
+taskset -c "$PROXY_CPUS" "$NGINX" -e "$RUN/proxy.error.log" -p "$RUN" -c "$RUN/proxy.conf" &
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
+
+for port in $ORIGIN_PORT $SINK_PORT $DARKLIGHT_PORT $PLAIN_PORT $NGINX_PORT; do wait_port "$port"; done
+
+# A returning visitor's signed cookies, minted by darklight itself.
+export DL_COOKIE
+DL_COOKIE=$(curl -s -m 5 -o /dev/null -D - -H 'Host: news.example.com' \
+    -A 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36' \
+    "http://127.0.0.1:$DARKLIGHT_PORT/articles/2026/09/why-nobody-sees-dark-social" \
+    | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\);.*/\1/p' | paste -sd';' | sed 's/;/; /g')
+[ -n "$DL_COOKIE" ] || [ "${DL_COOKIES:-1}" != 1 ] || [ "${DL_ATTRIBUTION:-1}" != 1 ] || die "darklight set no cookie (logs: $(tail -3 "$RUN/darklight.log"))"
+
+port_of() { case $1 in darklight) echo "$DARKLIGHT_PORT" ;; plain) echo "$PLAIN_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac; }
+pid_of() { case $1 in darklight) echo "$DARKLIGHT_PID" ;; plain) echo "$PLAIN_PID" ;; nginx) echo "$NGINX_PID" ;; esac; }
+# The process and its children (nginx's workers).
+tree_of() { echo "$1"; pgrep -P "$1" || true; }
+# CPU time (clock ticks) used so far by a process tree.
+cpu_ticks() { # pid [fields] -> clock ticks (user + system by default)
+    local total=0 pid
+    for pid in $(tree_of "$1"); do
+        total=$((total + $(awk "{print ${2:-\$14 + \$15}}" "/proc/$pid/stat" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+# Peak resident memory (kB) of a process tree: the sum of each process's VmHWM.
+peak_rss_kb() {
+    local total=0 pid
+    for pid in $(tree_of "$1"); do
+        total=$((total + $(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0)))
+    done
+    echo "$total"
+}
+rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+TICK_US=$((1000000 / $(getconf CLK_TCK)))
+
+run_wrk() { # target seconds -> "requests rps p50_us p99_us errors"
+    timeout $(($2 + 30)) taskset -c "$LOAD_CPUS" "$WRK" -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${2}s" \
+        --timeout 5s -s "$HERE/mix.lua" "http://127.0.0.1:$(port_of "$1")/" 2>&1 \
+        | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
+}
+
+# --- rounds ---------------------------------------------------------------------------------------
+RESULTS="$RUN/results"
+: >"$RESULTS"
+if [ "$ROUNDS" -gt 0 ]; then
+    log "warm-up: ${WARMUP}s per proxy"
+    for target in $TARGETS; do run_wrk "$target" "$WARMUP" >/dev/null; done
+    log "measuring: $ROUNDS rounds x {$TARGETS}, ${DURATION}s each, $CONNECTIONS connections, $WRK_THREADS wrk thread(s)"
+    for round in $(seq "$ROUNDS"); do
+        # Alternate the order each round so no proxy always follows the same one.
+        order=$TARGETS
+        [ $((round % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | paste -sd' ')
+        for target in $order; do
+            pid=$(pid_of "$target")
+            before=$(cpu_ticks "$pid") user_before=$(cpu_ticks "$pid" '$14')
+            result=$(run_wrk "$target" "$DURATION")
+            after=$(cpu_ticks "$pid") user_after=$(cpu_ticks "$pid" '$14')
+            [ -n "$result" ] || die "wrk gave no result for $target"
+            set -- $result
+            cpu_us=$(awk -v t=$((after - before)) -v u="$TICK_US" -v n="$1" 'BEGIN { printf "%.1f", n ? t * u / n : 0 }')
+            user_us=$(awk -v t=$((user_after - user_before)) -v u="$TICK_US" -v n="$1" 'BEGIN { printf "%.1f", n ? t * u / n : 0 }')
+            echo "$target $round $2 $3 $4 $5 $cpu_us $user_us" >>"$RESULTS"
+            log "  round $round  $(printf '%-9s' "$target") $(printf '%9.0f' "$2") req/s  p50 ${3}us  p99 ${4}us  errors $5  cpu ${cpu_us}us/req (user ${user_us})"
+        done
+    done
+
+    median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+    col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$RESULTS" | median; }
+    echo
+    echo "darklight load comparison: $ROUNDS rounds x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNECTIONS, proxies on CPU $PROXY_CPUS ($PROXY_THREADS thread(s)), load on CPU $LOAD_CPUS; medians over rounds"
+    echo
+    printf '| %-24s | %10s | %8s | %8s | %11s | %13s | %6s |\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "peak RSS MiB" errors
+    echo "|--------------------------|-----------:|---------:|---------:|------------:|--------------:|-------:|"
+    for target in $TARGETS; do
+        case $target in
+            darklight) label="darklight (all features)"
+                [ "${DL_TELEMETRY:-1}${DL_COOKIES:-1}${DL_CORRELATION:-1}${DL_ATTRIBUTION:-1}" = 1111 ] || label="darklight (features off)" ;;
+            plain) label="plain Pingora 0.9" ;;
+            nginx) label="nginx $("$NGINX" -v 2>&1 | sed 's|.*/||')" ;;
+        esac
+        printf '| %-24s | %10.0f | %8.2f | %8.2f | %11.1f | %13.1f | %6d |\n' "$label" \
+            "$(col "$target" 3)" "$(awk -v v="$(col "$target" 4)" 'BEGIN {print v / 1000}')" \
+            "$(awk -v v="$(col "$target" 5)" 'BEGIN {print v / 1000}')" "$(col "$target" 7)" \
+            "$(awk -v v="$(peak_rss_kb "$(pid_of "$target")")" 'BEGIN {print v / 1024}')" \
+            "$(awk -v t="$target" '$1 == t {s += $6} END {print s + 0}' "$RESULTS")"
+    done
+    echo
+    ratio() { awk -v a="$(col "$1" "$3")" -v b="$(col "$2" "$3")" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+    case " $TARGETS " in *" darklight "*)
+        case " $TARGETS " in *" plain "*)
+            echo "darklight / plain Pingora: throughput $(ratio darklight plain 3), p50 $(ratio darklight plain 4), p99 $(ratio darklight plain 5), CPU per request $(ratio darklight plain 7)" ;;
+        esac
+        case " $TARGETS " in *" nginx "*)
+            echo "darklight / nginx:         throughput $(ratio darklight nginx 3), p50 $(ratio darklight nginx 4), p99 $(ratio darklight nginx 5), CPU per request $(ratio darklight nginx 7)" ;;
+        esac
+        sleep 2 # the last batch of spans
+        echo "spans received by the OTLP sink: $(cat "$RUN/spans" 2>/dev/null || echo 0); telemetry warnings (dropped or lost spans): $(grep -c 'darklight::telemetry' "$RUN/darklight.log" || true)"
+        ;;
+    esac
+fi
+
+# --- memory soak ----------------------------------------------------------------------------------
+if [ "$SOAK" -gt 0 ]; then
+    echo
+    echo "memory soak: darklight under load for ${SOAK}s, RSS every 10 s"
+    timeout $((SOAK + 30)) taskset -c "$LOAD_CPUS" "$WRK" -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${SOAK}s" \
+        --timeout 5s -s "$HERE/mix.lua" "http://127.0.0.1:$DARKLIGHT_PORT/" >"$RUN/soak.wrk" 2>&1 &
+    SOAK_WRK=$!
+    PIDS+=($SOAK_WRK)
+    series=()
+    for t in $(seq 0 10 "$SOAK"); do
+        [ "$t" -gt 0 ] && sleep 10
+        series+=("$t:$(rss_kb "$DARKLIGHT_PID")")
+        printf '  t=%4ds  RSS %6.1f MiB\n' "$t" "$(awk -v v="${series[-1]#*:}" 'BEGIN {print v / 1024}')"
+    done
+    wait "$SOAK_WRK" || true
+    echo "  wrk: $(awk '/^RESULT/ {printf "%d requests, %.0f req/s, %d errors", $2, $3, $6}' "$RUN/soak.wrk")"
+    # Flat: from the first minute on (warm-up, pools and the preview table filling), RSS grows by
+    # at most 2 % or 1 MiB, whichever is larger, and the last third is not above the middle third.
+    printf '%s\n' "${series[@]}" | awk -F: '
+        { t[NR] = $1; r[NR] = $2 }
+        END {
+            base = 0
+            for (i = 1; i <= NR; i++) if (t[i] >= 60) { base = i; break }
+            if (!base) { print "  too short to judge (need at least 60 s)"; exit }
+            growth = r[NR] - r[base]
+            allowed = r[base] * 0.02; if (allowed < 1024) allowed = 1024
+            n = NR - base + 1; third = int(n / 3); if (third < 1) third = 1
+            for (i = base + third; i < base + 2 * third; i++) mid = (r[i] > mid) ? r[i] : mid
+            for (i = base + 2 * third; i <= NR; i++) last = (r[i] > last) ? r[i] : last
+            printf "  RSS from t=%ds to the end: %+.1f MiB (%.1f -> %.1f MiB): %s\n", t[base], growth / 1024,
+                r[base] / 1024, r[NR] / 1024, (growth <= allowed && last <= mid + allowed) ? "flat" : "NOT flat"
+            printf "  RSS over the last third (from t=%ds): %+.1f MiB\n", t[base + 2 * third],
+                (r[NR] - r[base + 2 * third]) / 1024
+        }'
+fi
