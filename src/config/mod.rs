@@ -203,45 +203,31 @@ fn resolve_relative_paths(config: &mut Config, config_path: &Path) {
 }
 
 fn check_files(config: &Config, text: &str, path: &Path) -> Result<(), ConfigError> {
+    let mut files: Vec<(String, &PathBuf)> = Vec::new();
     for listener in &config.listen {
         let Some(tls) = &listener.tls else { continue };
-        let files = tls
-            .certificates
-            .iter()
-            .flat_map(|f| [("certificate", &f.cert), ("key", &f.key)]);
-        for (what, file) in files {
-            if let Err(e) = std::fs::metadata(file) {
-                let name = file
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                return Err(ConfigError::invalid(
-                    path,
-                    error::locate(text, &name, 1),
-                    format!(
-                        "listener {}: TLS {what} `{}` cannot be read: {e}",
-                        listener.address,
-                        file.display()
-                    ),
-                ));
-            }
+        for pair in &tls.certificates {
+            let address = listener.address;
+            files.push((format!("listener {address}: TLS certificate"), &pair.cert));
+            files.push((format!("listener {address}: TLS key"), &pair.key));
         }
     }
-    if let Some(ca) = &config.server.upstream_ca_file
-        && let Err(e) = std::fs::metadata(ca)
-    {
-        let name = ca
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        return Err(ConfigError::invalid(
-            path,
-            error::locate(text, &name, 1),
-            format!(
-                "server.upstream_ca_file `{}` cannot be read: {e}",
-                ca.display()
-            ),
-        ));
+    if let Some(ca) = &config.server.upstream_ca_file {
+        files.push(("server.upstream_ca_file".to_string(), ca));
+    }
+    for (what, file) in files {
+        if let Err(e) = std::fs::metadata(file) {
+            // Point at the file name where it is written in the configuration.
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            return Err(ConfigError::invalid(
+                path,
+                error::locate(text, &name, 1),
+                format!("{what} `{}` cannot be read: {e}", file.display()),
+            ));
+        }
     }
     Ok(())
 }
