@@ -306,14 +306,23 @@ impl PreviewTable {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Stale records pile up when popular URLs are previewed again and again; keep the
-        // queue proportional to the table.
+        // Stale records pile up when popular URLs are previewed again and again (several
+        // times in the same second too); keep only the newest record of each live entry, so
+        // the queue stays proportional to the table.
         if order.len() > 2 * max + 64 {
-            order.retain(|(key, recorded)| {
-                self.entries
-                    .get(key)
-                    .is_some_and(|entry| entry.newest() == *recorded)
-            });
+            let mut seen = std::collections::HashSet::with_capacity(self.entries.len());
+            let mut kept: Vec<(u64, u32)> = order
+                .drain(..)
+                .rev()
+                .filter(|(key, recorded)| {
+                    self.entries
+                        .get(key)
+                        .is_some_and(|entry| entry.newest() == *recorded)
+                        && seen.insert(*key)
+                })
+                .collect();
+            kept.reverse();
+            order.extend(kept);
         }
     }
 
@@ -500,6 +509,17 @@ mod tests {
         let platforms: Vec<String> = table.top(10).into_iter().map(|r| r.platform).collect();
         assert_eq!(platforms.len(), PLATFORMS_PER_URL);
         assert!(!platforms.contains(&"slack".to_string()));
+    }
+
+    #[test]
+    fn many_previews_in_the_same_second_keep_the_queue_bounded() {
+        let table = PreviewTable::new(4, 24 * HOUR, NOW);
+        for _ in 0..10_000 {
+            table.record("hot", &name("slack"), NOW);
+        }
+        let queued = table.order.lock().unwrap().len();
+        assert!(queued <= 2 * 4 + 64 + 1, "{queued}");
+        assert!(table.lookup("hot", NOW, HOUR).is_some());
     }
 
     #[test]
