@@ -12,15 +12,13 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use darklight::attribution::{
-    AttributionConfig, Attributor, CookieContext, FIELD_LIMIT, SigningKeys, Touch,
-};
+use darklight::attribution::{AttributionConfig, Attributor, FIELD_LIMIT, SigningKeys, Touch};
 use darklight::classify::{
     Channel, ClassificationConfig, Classifier, Name, RequestFacts, SiteClassificationConfig,
     SiteProfile,
 };
 use hmac::{Hmac, Mac};
-use http::header::{CACHE_CONTROL, COOKIE};
+use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 /// The signing secret of the fuzzed cookies (any 32-byte-or-longer text).
@@ -111,23 +109,8 @@ pub fn classify_request(data: &[u8]) {
     let classification = classifier().classify(&facts, site());
     let _ = site().is_shallow(facts.path);
 
-    let cookies = headers
-        .get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok());
-    let stored = attributor.read_cookies(cookies, NOW);
-    let flag = |name: &str| {
-        headers
-            .get(name)
-            .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
-    };
-    let context = CookieContext {
-        path: facts.path,
-        global_privacy_control: flag("sec-gpc"),
-        do_not_track: flag("dnt"),
-        tls: uri.scheme_str() == Some("https"),
-    };
-    let _ = attributor.plan(&classification, &stored, &context, NOW);
+    let tls = uri.scheme_str() == Some("https");
+    let _ = attributor.plan_request(&classification, &headers, facts.path, tls, NOW);
     let cache_control = headers
         .get_all(CACHE_CONTROL)
         .iter()

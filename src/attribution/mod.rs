@@ -225,6 +225,35 @@ impl Attributor {
         plan
     }
 
+    /// Plans one request straight from its headers: reads and verifies darklight's cookies,
+    /// reads the privacy signals (`Sec-GPC: 1`, `DNT: 1`), then [`Attributor::plan`].
+    pub fn plan_request(
+        &self,
+        classification: &Classification,
+        headers: &http::HeaderMap,
+        path: &str,
+        tls: bool,
+        now: u64,
+    ) -> Plan {
+        let cookies = headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        let stored = self.read_cookies(cookies, now);
+        let flag = |name: &str| {
+            headers
+                .get(name)
+                .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+        };
+        let context = CookieContext {
+            path,
+            global_privacy_control: flag("sec-gpc"),
+            do_not_track: flag("dnt"),
+            tls,
+        };
+        self.plan(classification, &stored, &context, now)
+    }
+
     /// Whether a response with these `Cache-Control` values may carry `Set-Cookie`: never on
     /// shared-cacheable responses (`public`, `s-maxage`) unless explicitly allowed.
     pub fn response_allows_cookies<'a>(

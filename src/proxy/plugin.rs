@@ -34,9 +34,7 @@ use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
 
-use crate::attribution::{
-    AttributionConfig, AttributionError, Attributor, CookieContext, Plan, StoredTouches,
-};
+use crate::attribution::{AttributionConfig, AttributionError, Attributor, Plan};
 use crate::classify::{Classification, Classifier, RequestFacts, RuleError, SiteProfile};
 use crate::config::Config;
 use crate::correlation::{Correlation, PreviewTable, StoreKind};
@@ -262,31 +260,9 @@ impl Engine {
         if let Some(c) = &self.correlation {
             c.correlate(&facts, &mut classification, now).await;
         }
-        let stored = if self.attributor.cookies_enabled() {
-            let cookies = request
-                .headers
-                .get_all(http::header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok());
-            self.attributor.read_cookies(cookies, now)
-        } else {
-            StoredTouches::default()
-        };
-        let flag = |name: &str| {
-            request
-                .headers
-                .get(name)
-                .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
-        };
-        let context = CookieContext {
-            path: facts.path,
-            global_privacy_control: flag("sec-gpc"),
-            do_not_track: flag("dnt"),
-            tls,
-        };
-        let plan = self
-            .attributor
-            .plan(&classification, &stored, &context, now);
+        let plan =
+            self.attributor
+                .plan_request(&classification, &request.headers, facts.path, tls, now);
         (classification, plan)
     }
 }
