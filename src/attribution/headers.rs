@@ -171,6 +171,11 @@ impl HeaderNames {
                 .is_some_and(|c| c.as_str().eq_ignore_ascii_case(name))
     }
 
+    /// Every configured name, the compact header's included.
+    pub fn all(&self) -> impl Iterator<Item = &HeaderName> {
+        self.slots.iter().flatten().chain(self.compact.as_ref())
+    }
+
     /// The headers to add for this classification and stored first touch, in a stable order.
     pub fn build(
         &self,
@@ -200,14 +205,21 @@ impl HeaderNames {
             slot::CLICK_ID,
             c.campaign.click_id.as_ref().map(|id| id.param.as_str()),
         );
-        let confidence = format!("{:.2}", c.confidence);
-        add(slot::CONFIDENCE, Some(&confidence));
-        let bot = match (&c.preview_bot, c.is_bot) {
-            (Some(platform), _) => Some(format!("preview:{platform}")),
-            (None, true) => Some("crawler".to_string()),
-            (None, false) => None,
-        };
-        add(slot::BOT, bot.as_deref());
+        let mut confidence = [0u8; 4];
+        add(
+            slot::CONFIDENCE,
+            Some(two_decimals(c.confidence, &mut confidence)),
+        );
+        let mut bot = String::new();
+        match (&c.preview_bot, c.is_bot) {
+            (Some(platform), _) => {
+                bot.push_str("preview:");
+                bot.push_str(platform);
+            }
+            (None, true) => bot.push_str("crawler"),
+            (None, false) => {}
+        }
+        add(slot::BOT, Some(&bot));
         let reasons = reasons_text(c);
         add(slot::REASONS, Some(&reasons));
         if let Some(first) = first_touch {
@@ -215,8 +227,8 @@ impl HeaderNames {
             add(slot::FIRST_SOURCE, first.source.as_deref());
             add(slot::FIRST_MEDIUM, first.medium.as_deref());
             add(slot::FIRST_CAMPAIGN, first.campaign.as_deref());
-            let seen = first.timestamp.to_string();
-            add(slot::FIRST_SEEN, Some(&seen));
+            let mut seen = [0u8; 20];
+            add(slot::FIRST_SEEN, Some(decimal(first.timestamp, &mut seen)));
         }
         if let Some(compact) = &self.compact {
             out.push((compact.clone(), compact_value(c, first_touch)));
@@ -260,7 +272,8 @@ fn compact_value(c: &Classification, first: Option<&Touch>) -> HeaderValue {
         string_member("first_channel", Some(first.channel.as_str()));
         string_member("first_source", first.source.as_deref());
     }
-    let _ = write!(text, ", confidence={:.2}", c.confidence);
+    text.push_str(", confidence=");
+    text.push_str(two_decimals(c.confidence, &mut [0; 4]));
     if c.is_bot {
         text.push_str(", bot");
     }
@@ -294,6 +307,16 @@ fn bounded(value: &str) -> &str {
 /// A safe header value: visible ASCII and spaces kept, everything else percent-encoded,
 /// bounded to [`VALUE_LIMIT`] bytes.
 pub fn header_value(value: &str) -> HeaderValue {
+    // The usual case: already safe, short and trimmed, so one copy and no second pass.
+    if value.len() <= VALUE_LIMIT
+        && value
+            .bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'%')
+        && value.trim() == value
+        && let Ok(header) = HeaderValue::from_str(value)
+    {
+        return header;
+    }
     let mut text = String::with_capacity(value.len().min(VALUE_LIMIT));
     for byte in value.bytes() {
         let piece_len = if (0x20..0x7f).contains(&byte) && byte != b'%' {
@@ -310,7 +333,39 @@ pub fn header_value(value: &str) -> HeaderValue {
             let _ = write!(text, "%{byte:02X}");
         }
     }
-    HeaderValue::from_str(text.trim()).unwrap_or_else(|_| HeaderValue::from_static(""))
+    let trimmed = text.trim();
+    if trimmed.len() != text.len() {
+        text = trimmed.to_string();
+    }
+    // `text` is visible ASCII only, so the conversion (which takes the buffer rather than
+    // copying it) cannot fail.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// A confidence in `0..=1` as two decimals (`0.80`), written into `buf`: the text of
+/// `format!("{:.2}")` without its allocation.
+fn two_decimals(confidence: f32, buf: &mut [u8; 4]) -> &str {
+    // A float-to-int `as` cast saturates (NaN becomes 0); the clamp bounds the rest.
+    let hundredths = ((confidence.clamp(0.0, 1.0) * 100.0).round() as u8).min(100);
+    buf[0] = b'0' + hundredths / 100;
+    buf[1] = b'.';
+    buf[2] = b'0' + (hundredths / 10) % 10;
+    buf[3] = b'0' + hundredths % 10;
+    std::str::from_utf8(buf).unwrap_or("0.00")
+}
+
+/// `value` in decimal, written into `buf` (20 digits hold any `u64`).
+fn decimal(mut value: u64, buf: &mut [u8; 20]) -> &str {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[start..]).unwrap_or("0")
 }
 
 #[cfg(test)]
@@ -336,6 +391,31 @@ mod tests {
         }
         for name in ["x-darklightx", "x-dark", "referer"] {
             assert!(!names.is_reserved(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn numbers_format_like_the_standard_library() {
+        for (confidence, text) in [
+            (0.0, "0.00"),
+            (0.8, "0.80"),
+            (0.123, "0.12"),
+            (0.995, "1.00"),
+            (1.0, "1.00"),
+            (7.5, "1.00"),
+            (-1.0, "0.00"),
+            (f32::NAN, "0.00"),
+        ] {
+            assert_eq!(two_decimals(confidence, &mut [0; 4]), text, "{confidence}");
+        }
+        for confidence in (0..=100).map(|i| i as f32 / 100.0) {
+            assert_eq!(
+                two_decimals(confidence, &mut [0; 4]),
+                format!("{confidence:.2}")
+            );
+        }
+        for value in [0, 7, 10, 1_789_000_000, u64::MAX] {
+            assert_eq!(decimal(value, &mut [0; 20]), value.to_string());
         }
     }
 

@@ -13,6 +13,8 @@ pub use config::{AttributionConfig, CookieConfig, HeaderConfig, SecureMode};
 pub use headers::{HeaderField, HeaderNames, VALUE_LIMIT, header_value};
 pub use touch::{FIELD_LIMIT, SigningKeys, Touch};
 
+use std::fmt::Write as _;
+
 use http::{HeaderName, HeaderValue};
 
 use crate::classify::{Channel, Classification};
@@ -145,6 +147,11 @@ impl Attributor {
     /// True for client-sent headers that must be dropped before ours are added.
     pub fn is_reserved_header(&self, name: &str) -> bool {
         self.names.is_reserved(name)
+    }
+
+    /// Every header name this configuration can add to a request.
+    pub fn header_names(&self) -> impl Iterator<Item = &http::HeaderName> {
+        self.names.all()
     }
 
     /// Reads and verifies darklight's cookies from the request's `Cookie` header values.
@@ -309,9 +316,13 @@ impl CookieSettings {
     }
 
     fn set_cookie(&self, name: &str, touch: &Touch, secure: bool) -> HeaderValue {
-        let mut text = format!(
-            "{name}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-            self.keys.encode(name, touch),
+        let mut text = String::with_capacity(256);
+        text.push_str(name);
+        text.push('=');
+        self.keys.encode_into(name, touch, &mut text);
+        let _ = write!(
+            text,
+            "; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
             self.max_age_secs
         );
         if let Some(domain) = &self.domain {
@@ -321,7 +332,9 @@ impl CookieSettings {
         if secure {
             text.push_str("; Secure");
         }
-        HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
+        // Takes the buffer as it is: every part is visible ASCII (base64url, a checked name and
+        // domain).
+        HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 }
 

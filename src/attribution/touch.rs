@@ -5,6 +5,8 @@
 //! to 128 bits. Binding the name means a first-touch value cannot be replayed as a last-touch.
 //! Signing keys rotate: the first key signs, every key verifies.
 
+use std::fmt::Write as _;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -79,6 +81,14 @@ impl SigningKeys {
 
     /// Encodes and signs `touch` as the value of cookie `name`.
     pub fn encode(&self, name: &str, touch: &Touch) -> String {
+        let mut out = String::with_capacity(160);
+        self.encode_into(name, touch, &mut out);
+        out
+    }
+
+    /// Like [`SigningKeys::encode`], appending to `out` (so a `Set-Cookie` line is built in one
+    /// buffer).
+    pub fn encode_into(&self, name: &str, touch: &Touch, out: &mut String) {
         let mut payload = String::with_capacity(96);
         payload.push_str(touch.channel.as_str());
         for field in [
@@ -87,19 +97,19 @@ impl SigningKeys {
             touch.campaign.as_deref(),
         ] {
             payload.push(SEPARATOR);
-            payload.push_str(&sanitize_field(field.unwrap_or("")));
+            push_sanitized(&mut payload, field.unwrap_or(""));
         }
         payload.push(SEPARATOR);
-        payload.push_str(&touch.timestamp.to_string());
+        let _ = write!(payload, "{}", touch.timestamp);
         let tag = match self.keys.first() {
             Some(key) => tag(key, name, payload.as_bytes()),
             None => [0; TAG_LEN],
         };
-        format!(
-            "{VERSION}.{}.{}",
-            URL_SAFE_NO_PAD.encode(payload.as_bytes()),
-            URL_SAFE_NO_PAD.encode(tag)
-        )
+        out.push_str(VERSION);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(payload.as_bytes(), out);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag, out);
     }
 
     /// Verifies and decodes cookie `name`'s `value`. `None` when it is malformed, forged,
@@ -170,9 +180,18 @@ fn non_empty(text: &str) -> Option<&str> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Keeps printable characters other than the separator, bounded to [`FIELD_LIMIT`] bytes.
-fn sanitize_field(text: &str) -> String {
-    bounded(&text.replace(|c: char| c.is_control(), ""))
+/// Appends the printable characters of `text` (the separator is a control character, so it
+/// goes too), bounded to [`FIELD_LIMIT`] bytes on a character boundary.
+fn push_sanitized(out: &mut String, text: &str) {
+    let mut room = FIELD_LIMIT;
+    for c in text.chars().filter(|c| !c.is_control()) {
+        let len = c.len_utf8();
+        if len > room {
+            break;
+        }
+        room -= len;
+        out.push(c);
+    }
 }
 
 /// Truncates to [`FIELD_LIMIT`] bytes on a character boundary.

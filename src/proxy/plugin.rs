@@ -29,7 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName};
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
@@ -46,6 +47,9 @@ use crate::routing::SiteRouter;
 pub struct Engine {
     classifier: Classifier,
     attributor: Attributor,
+    /// The attribution header names as sent on the wire (`X-Darklight-Channel`), built once:
+    /// Pingora otherwise titles a name anew for every header of every request.
+    wire_names: HeaderMap<Bytes>,
     router: SiteRouter,
     profiles: Vec<SiteProfile>,
     fallback: SiteProfile,
@@ -129,6 +133,7 @@ impl Engine {
     /// An engine with the given parts and one permissive site profile for every host.
     pub fn new(classifier: Classifier, attributor: Attributor) -> Engine {
         Engine {
+            wire_names: wire_names(&attributor),
             classifier,
             attributor,
             router: SiteRouter::default(),
@@ -184,6 +189,7 @@ impl Engine {
             profiles.push(SiteProfile::new(&hosts, &site.classification)?);
         }
         let engine = Engine {
+            wire_names: wire_names(&attributor),
             classifier,
             attributor,
             router: crate::config::site_router(config),
@@ -335,7 +341,11 @@ impl HttpModule for DarklightContext {
         let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
         self.evaluation = Some(started.elapsed());
         for (name, value) in &plan.headers {
-            if let Err(e) = request.insert_header(name.clone(), value.clone()) {
+            let inserted = match self.engine.wire_names.get(name) {
+                Some(wire) => request.insert_header(wire.clone(), value.clone()),
+                None => request.insert_header(name.clone(), value.clone()),
+            };
+            if let Err(e) = inserted {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");
             }
         }
@@ -381,6 +391,26 @@ impl HttpModule for DarklightContext {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
+}
+
+/// Each attribution header name in title case (`x-darklight-in-app` → `X-Darklight-In-App`),
+/// the form HTTP/1 peers conventionally see.
+fn wire_names(attributor: &Attributor) -> HeaderMap<Bytes> {
+    let mut map = HeaderMap::default();
+    for name in attributor.header_names() {
+        let mut upper = true;
+        let titled: Vec<u8> = name
+            .as_str()
+            .bytes()
+            .map(|b| {
+                let out = if upper { b.to_ascii_uppercase() } else { b };
+                upper = b == b'-';
+                out
+            })
+            .collect();
+        map.insert(name.clone(), Bytes::from(titled));
+    }
+    map
 }
 
 /// Removes every client-sent header in darklight's namespace; allocates only when one is there.
