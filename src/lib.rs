@@ -14,6 +14,8 @@
 //! * `proxy` (feature `proxy`) — the Pingora glue: the ready reverse-proxy app, the server that
 //!   runs it, and the demo origin.
 
+#[cfg(feature = "telemetry")]
+pub(crate) mod address_text;
 #[cfg(feature = "proxy")]
 pub mod admin;
 pub mod attribution;

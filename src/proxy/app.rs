@@ -321,7 +321,10 @@ impl ProxyHttp for DarklightProxy {
             && !site.preserve_host
             && let Some(target) = ctx.upstream.and_then(|a| site.pool.target(a))
         {
-            upstream_request.insert_header(header::HOST, target.host_header())?;
+            match target.host_value() {
+                Some(host) => upstream_request.insert_header(header::HOST, host.clone())?,
+                None => upstream_request.insert_header(header::HOST, target.host_header())?,
+            }
         }
         if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
             let result = super::spans::on_upstream_request(

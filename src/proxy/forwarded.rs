@@ -4,18 +4,32 @@
 //! replaced, so a visitor cannot forge its address. Behind a trusted load balancer
 //! (`server.trust_forwarded_headers: true`) the existing values are kept and extended.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::Result;
 use pingora::http::RequestHeader;
+
+use crate::address_text::push_ip;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 const X_FORWARDED_HOST: &str = "x-forwarded-host";
 const FORWARDED: &str = "forwarded";
 const X_REAL_IP: &str = "x-real-ip";
+
+/// The same names, parsed once: a lookup by `&str` parses the name on every call.
+const NAMES: [HeaderName; 5] = [
+    HeaderName::from_static(X_FORWARDED_FOR),
+    HeaderName::from_static(X_FORWARDED_PROTO),
+    HeaderName::from_static(X_FORWARDED_HOST),
+    HeaderName::from_static(FORWARDED),
+    HeaderName::from_static(X_REAL_IP),
+];
+const XFF: usize = 0;
+const XF_PROTO: usize = 1;
+const XF_HOST: usize = 2;
+const FWD: usize = 3;
 
 /// Sets the forwarding headers on the request sent upstream.
 pub fn apply(
@@ -26,67 +40,79 @@ pub fn apply(
     trust_incoming: bool,
 ) -> Result<()> {
     let proto = if tls { "https" } else { "http" };
-    let existing_for = joined(request, X_FORWARDED_FOR);
-    let existing_forwarded = joined(request, FORWARDED);
-    if !trust_incoming {
-        for name in [
-            X_FORWARDED_FOR,
-            X_FORWARDED_PROTO,
-            X_FORWARDED_HOST,
-            FORWARDED,
-            X_REAL_IP,
-        ] {
+    let (existing_for, existing_forwarded) = if trust_incoming {
+        (joined(request, &NAMES[XFF]), joined(request, &NAMES[FWD]))
+    } else {
+        for name in &NAMES {
             // Looking up first is much cheaper than a removal when, as usual, it is absent.
             if request.headers.contains_key(name) {
                 request.remove_header(name);
             }
         }
-    }
-
-    let client = client_ip.map(|ip| ip.to_string());
-    if let Some(client) = &client {
-        let value = match existing_for.filter(|_| trust_incoming) {
-            Some(previous) => format!("{previous}, {client}"),
-            None => client.clone(),
-        };
-        request.insert_header(X_FORWARDED_FOR, value)?;
-    }
-    if !(trust_incoming && request.headers.contains_key(X_FORWARDED_PROTO)) {
-        request.insert_header(X_FORWARDED_PROTO, proto)?;
-    }
-    let host = original_host
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| is_token_safe(h));
-    if let Some(host) = host
-        && !(trust_incoming && request.headers.contains_key(X_FORWARDED_HOST))
-    {
-        request.insert_header(X_FORWARDED_HOST, host)?;
-    }
-
-    let mut element = String::with_capacity(64);
-    match client_ip {
-        Some(IpAddr::V6(ip)) => {
-            let _ = write!(element, "for=\"[{ip}]\"");
-        }
-        Some(IpAddr::V4(ip)) => {
-            let _ = write!(element, "for={ip}");
-        }
-        None => element.push_str("for=unknown"),
-    }
-    let _ = write!(element, ";proto={proto}");
-    if let Some(host) = host {
-        let _ = write!(element, ";host=\"{host}\"");
-    }
-    let value = match existing_forwarded.filter(|_| trust_incoming) {
-        Some(previous) => format!("{previous}, {element}"),
-        None => element,
+        (None, None)
     };
-    request.insert_header(FORWARDED, value)?;
+
+    // The client address, written once and used by both headers.
+    let mut client = String::new();
+    if let Some(ip) = client_ip {
+        push_ip(&mut client, ip);
+        let value = match existing_for {
+            Some(mut previous) => {
+                previous.push_str(", ");
+                previous.push_str(&client);
+                HeaderValue::try_from(previous)
+            }
+            None => HeaderValue::from_str(&client),
+        };
+        if let Ok(value) = value {
+            request.insert_header(X_FORWARDED_FOR, value)?;
+        }
+    }
+    if !(trust_incoming && request.headers.contains_key(&NAMES[XF_PROTO])) {
+        request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+    }
+    let host = original_host.filter(|h| is_token_safe(h.as_bytes()));
+    if let Some(host) = host
+        && !(trust_incoming && request.headers.contains_key(&NAMES[XF_HOST]))
+    {
+        request.insert_header(X_FORWARDED_HOST, host.clone())?;
+    }
+
+    let mut value = existing_forwarded.map_or_else(
+        || String::with_capacity(64),
+        |mut previous| {
+            previous.push_str(", ");
+            previous
+        },
+    );
+    match client_ip {
+        Some(IpAddr::V6(_)) => {
+            value.push_str("for=\"[");
+            value.push_str(&client);
+            value.push_str("]\"");
+        }
+        Some(IpAddr::V4(_)) => {
+            value.push_str("for=");
+            value.push_str(&client);
+        }
+        None => value.push_str("for=unknown"),
+    }
+    value.push_str(";proto=");
+    value.push_str(proto);
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        value.push_str(";host=\"");
+        value.push_str(host);
+        value.push('"');
+    }
+    // Takes the buffer as it is; the parts were checked to be header-safe.
+    if let Ok(value) = HeaderValue::try_from(value) {
+        request.insert_header(FORWARDED, value)?;
+    }
     Ok(())
 }
 
 /// All values of a header joined with `, `, as a list-valued header reads.
-fn joined(request: &RequestHeader, name: &str) -> Option<String> {
+fn joined(request: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<String> {
     let mut values = request
         .headers
         .get_all(name)
@@ -101,10 +127,10 @@ fn joined(request: &RequestHeader, name: &str) -> Option<String> {
 }
 
 /// A host value safe to put inside a quoted `Forwarded` parameter.
-fn is_token_safe(host: &str) -> bool {
+fn is_token_safe(host: &[u8]) -> bool {
     !host.is_empty()
         && host.len() <= 255
-        && host.bytes().all(|b| {
+        && host.iter().all(|&b| {
             b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
         })
 }

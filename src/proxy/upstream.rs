@@ -57,12 +57,20 @@ pub struct UpstreamTarget {
     pub address: SocketAddr,
     /// Pre-built peer, cloned per request (cheap) so the request path builds nothing.
     peer: HttpPeer,
+    /// [`UpstreamTarget::host_header`] as a header value, built once (a clone shares it).
+    host_value: Option<http::HeaderValue>,
 }
 
 impl UpstreamTarget {
     /// A fresh peer for one request.
     pub fn peer(&self) -> Box<HttpPeer> {
         Box::new(self.peer.clone())
+    }
+
+    /// The `Host` value to send when the site does not preserve the client's, ready to send;
+    /// `None` when the configured host cannot be a header value.
+    pub fn host_value(&self) -> Option<&http::HeaderValue> {
+        self.host_value.as_ref()
     }
 
     /// The `Host` value to send when the site does not preserve the client's.
@@ -110,14 +118,14 @@ impl PreparedPool {
                 });
             }
             let peer = build_peer(site, url, address);
-            targets.insert(
+            let mut target = UpstreamTarget {
+                url: url.clone(),
                 address,
-                UpstreamTarget {
-                    url: url.clone(),
-                    address,
-                    peer,
-                },
-            );
+                peer,
+                host_value: None,
+            };
+            target.host_value = http::HeaderValue::try_from(target.host_header()).ok();
+            targets.insert(address, target);
         }
 
         let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(targets.keys().copied())

@@ -160,7 +160,9 @@ pub fn request_attributes(request: &RequestInfo<'_>, out: &mut Vec<KeyValue>) {
         out.push(KeyValue::new(keys::NETWORK_PROTOCOL_VERSION, version));
     }
     if let Some(ip) = request.client_address {
-        out.push(KeyValue::new(keys::CLIENT_ADDRESS, ip.to_string()));
+        let mut text = String::with_capacity(16);
+        crate::address_text::push_ip(&mut text, ip);
+        out.push(KeyValue::new(keys::CLIENT_ADDRESS, text));
     }
 }
 
@@ -174,7 +176,10 @@ pub fn routing_attributes(
         out.push(KeyValue::new(keys::SITE, site.to_string()));
     }
     if let Some(upstream) = upstream {
-        out.push(KeyValue::new(keys::UPSTREAM, upstream.to_string()));
+        out.push(KeyValue::new(
+            keys::UPSTREAM,
+            crate::address_text::socket_addr_string(upstream),
+        ));
     }
 }
 
