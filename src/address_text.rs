@@ -13,7 +13,7 @@ pub fn push_ip(out: &mut String, ip: IpAddr) {
                 if i > 0 {
                     out.push('.');
                 }
-                push_decimal(out, u32::from(octet));
+                out.push_str(itoa::Buffer::new().format(octet));
             }
         }
         IpAddr::V6(v6) => {
@@ -32,7 +32,7 @@ pub fn push_socket_addr(out: &mut String, address: SocketAddr) {
         push_ip(out, address.ip());
     }
     out.push(':');
-    push_decimal(out, u32::from(address.port()));
+    out.push_str(itoa::Buffer::new().format(address.port()));
 }
 
 /// `address` as a new string, like `address.to_string()` for a scope-less address.
@@ -40,23 +40,6 @@ pub fn socket_addr_string(address: SocketAddr) -> String {
     let mut out = String::with_capacity(24);
     push_socket_addr(&mut out, address);
     out
-}
-
-fn push_decimal(out: &mut String, value: u32) {
-    let mut digits = [0u8; 10];
-    let mut start = digits.len();
-    let mut rest = value;
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
 }
 
 #[cfg(test)]

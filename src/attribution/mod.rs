@@ -13,8 +13,6 @@ pub use config::{AttributionConfig, CookieConfig, HeaderConfig, SecureMode};
 pub use headers::{HeaderField, HeaderNames, VALUE_LIMIT, header_value};
 pub use touch::{FIELD_LIMIT, SigningKeys, Touch};
 
-use std::fmt::Write as _;
-
 use http::{HeaderName, HeaderValue};
 
 use crate::classify::{Channel, Classification};
@@ -320,11 +318,9 @@ impl CookieSettings {
         text.push_str(name);
         text.push('=');
         self.keys.encode_into(name, touch, &mut text);
-        let _ = write!(
-            text,
-            "; Path=/; Max-Age={}; HttpOnly; SameSite=Lax",
-            self.max_age_secs
-        );
+        text.push_str("; Path=/; Max-Age=");
+        text.push_str(itoa::Buffer::new().format(self.max_age_secs));
+        text.push_str("; HttpOnly; SameSite=Lax");
         if let Some(domain) = &self.domain {
             text.push_str("; Domain=");
             text.push_str(domain);

@@ -5,8 +5,6 @@
 //! to 128 bits. Binding the name means a first-touch value cannot be replayed as a last-touch.
 //! Signing keys rotate: the first key signs, every key verifies.
 
-use std::fmt::Write as _;
-
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -100,7 +98,7 @@ impl SigningKeys {
             push_sanitized(&mut payload, field.unwrap_or(""));
         }
         payload.push(SEPARATOR);
-        let _ = write!(payload, "{}", touch.timestamp);
+        payload.push_str(itoa::Buffer::new().format(touch.timestamp));
         let tag = match self.keys.first() {
             Some(key) => tag(key, name, payload.as_bytes()),
             None => [0; TAG_LEN],
