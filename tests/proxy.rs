@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use common::{Behaviour, Darklight, Upstream, get, request, send_raw};
@@ -248,9 +247,7 @@ mod failures {
 
     #[test]
     fn upstream_down_is_502_with_a_plain_page() {
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = closed.local_addr().unwrap().port();
-        drop(closed);
+        let port = common::free_port();
         let proxy = Darklight::start(&one_site(&format!("http://127.0.0.1:{port}"), ""));
         let response = get(proxy.port, "/articles/x", &[]);
         assert_eq!(response.status, 502);
@@ -286,9 +283,7 @@ mod failures {
     #[test]
     fn health_checks_take_a_dead_upstream_out_of_rotation() {
         let alive = Upstream::start("alive");
-        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
-        let dead_port = closed.local_addr().unwrap().port();
-        drop(closed);
+        let dead_port = common::free_port();
         let proxy = Darklight::start(&one_site(
             &format!("{}, http://127.0.0.1:{dead_port}", alive.url()),
             "    health_check: {kind: tcp, interval: 200ms}\n",

@@ -250,11 +250,7 @@ fn serve_otlp_http(stream: TcpStream, store: &Store, paths: &Mutex<Vec<String>>)
 /// A configuration with one default site (with routes) in front of `upstream`, a second site
 /// whose upstream refuses connections, and the given `telemetry:` section.
 fn config(upstream: &Upstream, telemetry: &str) -> String {
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let closed = common::free_port();
     format!(
         "listen: [127.0.0.1:{{PORT}}]\n\
          server: {{threads: 1, grace_period: 1s, shutdown_timeout: 1s}}\n\
@@ -577,11 +573,7 @@ fn requests_stay_fast_when_the_collector_is_down() {
 
 #[test]
 fn export_recovers_when_the_collector_comes_back() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let upstream = Upstream::start("app");
     let proxy = Darklight::start(&config(
         &upstream,

@@ -17,13 +17,38 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Socket timeout for client requests.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A free port on 127.0.0.1 (bound, then released).
+/// A port on 127.0.0.1 for a process to bind later: free now, and out of reach of port 0.
+///
+/// A port found by binding port 0 and releasing it can be handed by the kernel to the next
+/// socket bound to port 0 (another test's upstream or collector) before the process under test
+/// binds it; a readiness probe then reaches the wrong server, which closes under the test. Ports
+/// handed out here come from just below the kernel's ephemeral range, which port-0 binds and
+/// outgoing connections never use, each one once per test binary.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let (low, high) = reserved_ports();
+    let span = usize::from(high - low);
+    // Test binaries run one after another, but another run may share the machine: start each
+    // binary at its own offset.
+    let offset = std::process::id() as usize % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = low + ((offset + n) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
+/// The range [`free_port`] draws from: the 10,000 ports below the ephemeral range.
+fn reserved_ports() -> (u16, u16) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let high = ephemeral_low.max(11024);
+    (high - 10_000, high)
 }
 
 /// Waits until something accepts connections on `port`, within [`READY_TIMEOUT`].
