@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -202,40 +202,14 @@ fn serve_otlp_http(stream: TcpStream, store: &Store, paths: &Mutex<Vec<String>>)
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut length = 0;
-        let mut content_type = String::new();
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = header.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                match name.trim().to_ascii_lowercase().as_str() {
-                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                    "content-type" => content_type = value.trim().to_string(),
-                    _ => {}
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        assert_eq!(content_type, "application/x-protobuf");
-        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
+    while let Some(received) = common::read_request(&mut reader) {
+        assert_eq!(
+            received.header("content-type").as_deref(),
+            Some("application/x-protobuf")
+        );
+        let request = ExportTraceServiceRequest::decode(received.body.as_slice()).unwrap();
         store.lock().unwrap().extend(flatten(request));
-        paths.lock().unwrap().push(path);
+        paths.lock().unwrap().push(received.target);
         let response = ExportTraceServiceResponse::default().encode_to_vec();
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",

@@ -3,7 +3,7 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -430,48 +430,19 @@ fn serve_connection(
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut raw = Vec::new();
-        match reader.read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&raw).into_owned();
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or("").to_string();
-        let target = parts.next().unwrap_or("").to_string();
-        let headers = read_headers(&mut reader);
-        let find = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let body = if let Some(length) = find("content-length") {
-            let mut body = vec![0; length.trim().parse().unwrap_or(0)];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
-            body
-        } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            read_chunked(&mut reader)
-        } else {
-            Vec::new()
-        };
-        let close = find("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    while let Some(received) = read_request(&mut reader) {
+        let close = received
+            .header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let summary = serde_json::json!({
             "upstream": name,
-            "method": method,
-            "target": target,
-            "body_length": body.len(),
+            "method": received.method,
+            "target": received.target,
+            "body_length": received.body.len(),
         })
         .to_string();
-        log.lock().unwrap().push(Received {
-            method,
-            target: target.clone(),
-            headers,
-            body,
-        });
+        let target = received.target.clone();
+        log.lock().unwrap().push(received);
         if let Behaviour::Delay(delay) = behaviour {
             thread::sleep(delay);
         }
@@ -492,6 +463,42 @@ fn serve_connection(
             return;
         }
     }
+}
+
+/// Reads one HTTP/1.1 request: request line, headers, then a body framed by `Content-Length`
+/// or chunked encoding. `None` when the connection ends or breaks first.
+pub fn read_request(reader: &mut impl BufRead) -> Option<Received> {
+    let mut raw = Vec::new();
+    match reader.read_until(b'\n', &mut raw) {
+        Ok(0) | Err(_) => return None,
+        Ok(_) => {}
+    }
+    let line = String::from_utf8_lossy(&raw).into_owned();
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let target = parts.next().unwrap_or("").to_string();
+    let headers = read_headers(reader);
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let body = if let Some(length) = find("content-length") {
+        let mut body = vec![0; length.trim().parse().unwrap_or(0)];
+        reader.read_exact(&mut body).ok()?;
+        body
+    } else if find("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        read_chunked(reader)
+    } else {
+        Vec::new()
+    };
+    Some(Received {
+        method,
+        target,
+        headers,
+        body,
+    })
 }
 
 /// The path of a file under `tests/data`.
