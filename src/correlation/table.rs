@@ -155,13 +155,15 @@ impl PreviewTable {
         let stamp = self.stamp(now);
         let index = self.platform_index(platform);
         self.previews_recorded.fetch_add(1, Ordering::Relaxed);
-        let new_url = {
+        let (new_url, queued) = {
             let mut created = false;
             let mut entry = self.entries.entry(key).or_insert_with(|| {
                 created = true;
                 Entry::default()
             });
             let entry = &mut *entry;
+            // Refreshed earlier in the same second: the queue already holds `(key, stamp)`.
+            let queued = !created && entry.newest() == stamp;
             let slot = (0..PLATFORMS_PER_URL)
                 .find(|&i| entry.hits[i].last_seen != 0 && entry.platforms[i] == index)
                 .or_else(|| entry.hits.iter().position(|h| h.last_seen == 0))
@@ -172,12 +174,12 @@ impl PreviewTable {
             }
             entry.hits[slot].last_seen = stamp;
             entry.hits[slot].previews = entry.hits[slot].previews.saturating_add(1);
-            created
+            (created, queued)
         };
         if new_url {
             self.remember_url_text(key, url);
         }
-        self.note_insertion(key, stamp, now);
+        self.note_insertion(key, stamp, now, !queued);
     }
 
     /// The platforms that previewed `url` within `window_secs` before `now`.
@@ -231,6 +233,7 @@ impl PreviewTable {
         self.pop_front(&mut order, |oldest| {
             u64::from(stamp.saturating_sub(oldest)) > self.ttl_secs
         });
+        release_spare(&mut order);
     }
 
     /// Entries tracked now.
@@ -287,9 +290,12 @@ impl PreviewTable {
         u32::try_from(now.saturating_sub(self.epoch)).unwrap_or(u32::MAX)
     }
 
-    fn note_insertion(&self, key: u64, stamp: u32, now: u64) {
+    /// Queues the record `(key, stamp)` when `push`, then expires, evicts and compacts.
+    fn note_insertion(&self, key: u64, stamp: u32, now: u64, push: bool) {
         let mut order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        order.push_back((key, stamp));
+        if push {
+            order.push_back((key, stamp));
+        }
         let ttl = self.ttl_secs;
         let max = self.max_entries;
         let current = self.stamp(now);
@@ -306,11 +312,13 @@ impl PreviewTable {
                 self.evicted.fetch_add(1, Ordering::Relaxed);
             }
         }
-        // Stale records pile up when popular URLs are previewed again and again (several
-        // times in the same second too); keep only the newest record of each live entry, so
-        // the queue stays proportional to the table.
-        if order.len() > 2 * max + 64 {
-            let mut seen = std::collections::HashSet::with_capacity(self.entries.len());
+        // Stale records pile up when popular URLs are previewed second after second; keep
+        // only the newest record of each live entry once they outnumber the live entries, so
+        // the queue (and its memory) follows the table's size, not `max_entries` or the
+        // traffic. Each compaction follows at least as many pushes as it visits records.
+        let live = self.entries.len();
+        if order.len() > 2 * live + 64 {
+            let mut seen = std::collections::HashSet::with_capacity(live);
             let mut kept: Vec<(u64, u32)> = order
                 .drain(..)
                 .rev()
@@ -324,6 +332,7 @@ impl PreviewTable {
             kept.reverse();
             order.extend(kept);
         }
+        release_spare(&mut order);
     }
 
     /// Pops records from the front while `expired(recorded_time)` holds, removing entries not
@@ -395,6 +404,13 @@ impl PreviewTable {
             .get(usize::from(index))
             .cloned()
             .unwrap_or_else(|| Name::from("other"))
+    }
+}
+
+/// Gives back most of a queue's ring buffer once a burst of records has left it.
+fn release_spare<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() > 4 * queue.len() + 256 {
+        queue.shrink_to(2 * queue.len() + 64);
     }
 }
 
@@ -520,6 +536,54 @@ mod tests {
         let queued = table.order.lock().unwrap().len();
         assert!(queued <= 2 * 4 + 64 + 1, "{queued}");
         assert!(table.lookup("hot", NOW, HOUR).is_some());
+    }
+
+    #[test]
+    fn queue_follows_the_table_not_its_capacity() {
+        // Regression: with the default capacity the queue grew to 400,000 records (8 MiB)
+        // for a handful of popular URLs before any compaction.
+        let table = PreviewTable::new(200_000, 24 * HOUR, NOW);
+        for second in 0..5_000 {
+            for url in ["a", "b", "c"] {
+                table.record(url, &name("whatsapp"), NOW + second);
+                table.record(url, &name("slack"), NOW + second);
+            }
+        }
+        let order = table.order.lock().unwrap();
+        assert!(order.len() <= 2 * 3 + 64 + 1, "{}", order.len());
+        assert!(
+            order.capacity() <= 4 * (2 * 3 + 64 + 1) + 256,
+            "{}",
+            order.capacity()
+        );
+        drop(order);
+        assert_eq!(table.len(), 3);
+        assert!(table.lookup("b", NOW + 4_999, HOUR).is_some());
+    }
+
+    #[test]
+    fn previews_in_one_second_queue_one_record() {
+        let table = PreviewTable::new(200_000, 24 * HOUR, NOW);
+        for _ in 0..1_000 {
+            table.record("hot", &name("slack"), NOW);
+            table.record("hot", &name("whatsapp"), NOW);
+        }
+        assert_eq!(table.order.lock().unwrap().len(), 1);
+        // The entry still expires on time through that one record.
+        table.expire(NOW + 24 * HOUR + 1);
+        assert!(table.is_empty());
+    }
+
+    #[test]
+    fn expired_burst_gives_the_queue_memory_back() {
+        let table = PreviewTable::new(200_000, HOUR, NOW);
+        for i in 0..20_000 {
+            table.record(&format!("/burst/{i}"), &name("slack"), NOW);
+        }
+        assert!(table.order.lock().unwrap().capacity() >= 20_000);
+        table.expire(NOW + HOUR + 1);
+        assert!(table.is_empty());
+        assert!(table.order.lock().unwrap().capacity() <= 256);
     }
 
     #[test]
