@@ -354,5 +354,10 @@ if [ "$SOAK" -gt 0 ]; then
                 r[base] / 1024, r[NR] / 1024, (growth <= allowed && last <= mid + allowed) ? "flat" : "NOT flat"
             printf "  RSS over the last third (from t=%ds): %+.1f MiB\n", t[base + 2 * third],
                 (r[NR] - r[base + 2 * third]) / 1024
+            # Least-squares trend from t=60 s on: less sensitive to one sample than the ends.
+            for (i = base; i <= NR; i++) { sx += t[i]; sy += r[i]; sxx += t[i] * t[i]; sxy += t[i] * r[i] }
+            den = n * sxx - sx * sx
+            if (den > 0) printf "  RSS trend from t=%ds (least squares): %+.2f MiB per minute\n", t[base],
+                (n * sxy - sx * sy) / den * 60 / 1024
         }'
 fi
