@@ -185,10 +185,7 @@ pub struct Response {
 impl Response {
     /// First value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        first_header(&self.headers, name)
     }
 
     /// All values of a header.
@@ -263,12 +260,7 @@ pub fn read_response(reader: &mut impl BufRead) -> Response {
         .parse()
         .unwrap();
     let headers = read_headers(reader);
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let find = |name: &str| first_header(&headers, name);
     let body = if let Some(length) = find("content-length") {
         let mut body = vec![0; length.trim().parse().unwrap()];
         reader.read_exact(&mut body).unwrap();
@@ -285,6 +277,14 @@ pub fn read_response(reader: &mut impl BufRead) -> Response {
         headers,
         body,
     }
+}
+
+/// First value of a header in a parsed header list, by case-insensitive name.
+fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 fn read_headers(reader: &mut impl BufRead) -> Vec<(String, String)> {
@@ -478,12 +478,7 @@ pub fn read_request(reader: &mut impl BufRead) -> Option<Received> {
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
     let headers = read_headers(reader);
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
+    let find = |name: &str| first_header(&headers, name);
     let body = if let Some(length) = find("content-length") {
         let mut body = vec![0; length.trim().parse().unwrap_or(0)];
         reader.read_exact(&mut body).ok()?;
