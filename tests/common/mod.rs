@@ -346,7 +346,7 @@ impl Received {
 
     /// First value of a header.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.header_values(name).into_iter().next()
+        first_header(&self.headers, name).map(str::to_string)
     }
 }
 
