@@ -16,7 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
 use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
@@ -124,10 +124,15 @@ fn wait_for_spans(store: &Store, count: usize) -> Vec<Received> {
 struct GrpcCollector {
     port: u16,
     spans: Store,
+    /// The `authorization` metadata of each export.
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
-struct Service(Store);
+struct Service {
+    spans: Store,
+    authorizations: Arc<Mutex<Vec<Option<String>>>>,
+}
 
 #[tonic::async_trait]
 impl TraceService for Service {
@@ -135,7 +140,16 @@ impl TraceService for Service {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.0.lock().unwrap().extend(flatten(request.into_inner()));
+        let authorization = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.authorizations.lock().unwrap().push(authorization);
+        self.spans
+            .lock()
+            .unwrap()
+            .extend(flatten(request.into_inner()));
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
 }
@@ -151,7 +165,11 @@ impl GrpcCollector {
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
         let spans = Store::default();
-        let service = Service(Arc::clone(&spans));
+        let authorizations = Arc::default();
+        let service = Service {
+            spans: Arc::clone(&spans),
+            authorizations: Arc::clone(&authorizations),
+        };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             tonic::transport::Server::builder()
@@ -163,6 +181,7 @@ impl GrpcCollector {
         GrpcCollector {
             port,
             spans,
+            authorizations,
             _runtime: runtime,
         }
     }
@@ -172,33 +191,57 @@ impl GrpcCollector {
 struct HttpCollector {
     port: u16,
     spans: Store,
-    paths: Arc<Mutex<Vec<String>>>,
+    /// Every export request (its body included), refused or not.
+    requests: Arc<Mutex<Vec<common::Received>>>,
+}
+
+/// How an [`HttpCollector`] answers.
+#[derive(Debug, Clone, Copy, Default)]
+struct HttpBehaviour {
+    /// Exports answered `503 Service Unavailable` (and not stored) before the first accepted.
+    refuse_first: usize,
+    /// Accepted exports report rejected spans ("partial success").
+    partial_success: bool,
 }
 
 impl HttpCollector {
     fn start() -> HttpCollector {
-        HttpCollector::start_on(0)
+        HttpCollector::start_on(0, HttpBehaviour::default())
     }
 
     /// A receiver on a given port (0 picks one).
-    fn start_on(port: u16) -> HttpCollector {
+    fn start_on(port: u16, behaviour: HttpBehaviour) -> HttpCollector {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let spans = Store::default();
-        let paths = Arc::new(Mutex::new(Vec::new()));
-        let (store, seen) = (Arc::clone(&spans), Arc::clone(&paths));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let (store, seen) = (Arc::clone(&spans), Arc::clone(&requests));
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
                 let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
-                thread::spawn(move || serve_otlp_http(stream, &store, &seen));
+                thread::spawn(move || serve_otlp_http(stream, &store, &seen, behaviour));
             }
         });
-        HttpCollector { port, spans, paths }
+        HttpCollector {
+            port,
+            spans,
+            requests,
+        }
+    }
+
+    fn paths(&self) -> Vec<String> {
+        let requests = self.requests.lock().unwrap();
+        requests.iter().map(|r| r.target.clone()).collect()
     }
 }
 
-fn serve_otlp_http(stream: TcpStream, store: &Store, paths: &Mutex<Vec<String>>) {
+fn serve_otlp_http(
+    stream: TcpStream,
+    store: &Store,
+    requests: &Mutex<Vec<common::Received>>,
+    behaviour: HttpBehaviour,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
@@ -208,9 +251,27 @@ fn serve_otlp_http(stream: TcpStream, store: &Store, paths: &Mutex<Vec<String>>)
             Some("application/x-protobuf")
         );
         let request = ExportTraceServiceRequest::decode(received.body.as_slice()).unwrap();
+        let seen = {
+            let mut requests = requests.lock().unwrap();
+            requests.push(received);
+            requests.len()
+        };
+        if seen <= behaviour.refuse_first {
+            let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+            if writer.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         store.lock().unwrap().extend(flatten(request));
-        paths.lock().unwrap().push(received.target);
-        let response = ExportTraceServiceResponse::default().encode_to_vec();
+        let mut response = ExportTraceServiceResponse::default();
+        if behaviour.partial_success {
+            response.partial_success = Some(ExportTracePartialSuccess {
+                rejected_spans: 1,
+                error_message: "span too large".to_string(),
+            });
+        }
+        let response = response.encode_to_vec();
         let head = format!(
             "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\n\r\n",
             response.len()
@@ -466,14 +527,7 @@ fn http_protobuf_export_flushes_on_shutdown() {
     );
     let spans = wait_for_spans(&collector.spans, 3);
     assert_eq!(spans.len(), 3);
-    assert!(
-        collector
-            .paths
-            .lock()
-            .unwrap()
-            .iter()
-            .all(|p| p == "/v1/traces")
-    );
+    assert!(collector.paths().iter().all(|p| p == "/v1/traces"));
     let two = span_for(&spans, "/articles/two");
     assert_eq!(two.attribute("url.query"), Some("utm_source=x"));
     assert_eq!(two.attribute("client.address"), Some("127.0.0.0"));
@@ -568,7 +622,7 @@ fn export_recovers_when_the_collector_comes_back() {
     }
     proxy.wait_for_log("span export failed");
 
-    let collector = HttpCollector::start_on(port);
+    let collector = HttpCollector::start_on(port, HttpBehaviour::default());
     let deadline = Instant::now() + EXPORT_TIMEOUT;
     let mut round = 0;
     loop {
@@ -588,4 +642,134 @@ fn export_recovers_when_the_collector_comes_back() {
             "no span exported after the collector came back"
         );
     }
+}
+
+#[test]
+fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
+    let collector = HttpCollector::start_on(
+        0,
+        HttpBehaviour {
+            refuse_first: 1,
+            partial_success: true,
+        },
+    );
+    let upstream = Upstream::start("app");
+    let proxy = Darklight::start_with_env(
+        &config(
+            &upstream,
+            &format!(
+                "  enabled: true\n\
+                 \x20 otlp: {{protocol: http, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
+                 \x20 batch: {{scheduled_delay: 100ms}}\n",
+                collector.port
+            ),
+        ),
+        &[(
+            "OTEL_EXPORTER_OTLP_HEADERS",
+            "Authorization=Bearer%20t0k3n,x-tenant=edge",
+        )],
+    );
+    let paths = ["/articles/one", "/articles/two", "/articles/three"];
+    for path in paths {
+        assert_eq!(get(proxy.port, path, &[("User-Agent", PHONE)]).status, 200);
+    }
+    let spans = wait_for_spans(&collector.spans, 3);
+    proxy.wait_for_log("accepted only part of an export");
+    // The refused batch was sent again, not lost, and not stored twice.
+    assert_eq!(spans.len(), 3, "{spans:#?}");
+    for path in paths {
+        span_for(&spans, path);
+    }
+    let requests = collector.requests.lock().unwrap().clone();
+    assert!(requests.len() >= 2, "{} export requests", requests.len());
+    for request in &requests {
+        assert_eq!(
+            request.header("authorization").as_deref(),
+            Some("Bearer t0k3n")
+        );
+        assert_eq!(request.header("x-tenant").as_deref(), Some("edge"));
+    }
+    assert!(
+        !proxy.logs().contains("span export failed"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+#[test]
+fn grpc_export_sends_the_collector_headers() {
+    let collector = GrpcCollector::start();
+    let upstream = Upstream::start("app");
+    let proxy = Darklight::start_with_env(
+        &config(
+            &upstream,
+            &format!(
+                "  enabled: true\n\
+                 \x20 otlp: {{protocol: grpc, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
+                 \x20 batch: {{scheduled_delay: 100ms}}\n",
+                collector.port
+            ),
+        ),
+        &[(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "authorization=Basic%20YWI6Y2Q=",
+        )],
+    );
+    assert_eq!(
+        get(proxy.port, "/articles/one", &[("User-Agent", PHONE)]).status,
+        200
+    );
+    wait_for_spans(&collector.spans, 1);
+    let authorizations = collector.authorizations.lock().unwrap().clone();
+    assert!(!authorizations.is_empty());
+    assert!(
+        authorizations
+            .iter()
+            .all(|a| a.as_deref() == Some("Basic YWI6Y2Q=")),
+        "{authorizations:?}"
+    );
+}
+
+#[test]
+fn a_malformed_collector_header_stops_startup_without_showing_its_value() {
+    let upstream = Upstream::start("app");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("darklight.yaml");
+    let port = common::free_port().to_string();
+    std::fs::write(
+        &path,
+        config(&upstream, "  enabled: true\n").replace("{PORT}", &port),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20x")
+        .env(
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+            "x-api-key=line%0Asecret",
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("darklight started with a malformed OTEL_EXPORTER_OTLP_TRACES_HEADERS");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("OTEL_EXPORTER_OTLP_TRACES_HEADERS"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret"), "{stderr}");
 }

@@ -18,6 +18,8 @@ pub mod settings;
 #[cfg(feature = "telemetry")]
 pub mod attributes;
 #[cfg(feature = "telemetry")]
+mod otlp_export;
+#[cfg(feature = "telemetry")]
 pub mod otlp_wire;
 #[cfg(feature = "telemetry")]
 mod pipeline;

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use opentelemetry_otlp::{WithExportConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{
     BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanExporter,
 };
 
-use super::config::{BatchConfig, OtlpProtocol, SamplerKind, TelemetryConfig};
+use super::config::{BatchConfig, SamplerKind, TelemetryConfig};
+use super::otlp_export::OtlpExporter;
 use super::pipeline::{GuardedExporter, QueueDepth, QueueGate, StdoutExporter};
 use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
 use super::stats::ExportStats;
@@ -104,6 +104,7 @@ impl Telemetry {
                 protocol,
                 endpoint,
                 timeout,
+                headers,
             } => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -114,7 +115,12 @@ impl Telemetry {
                 let exporter = {
                     // tonic and hyper bind their background tasks to the runtime they are built in.
                     let _entered = rt.enter();
-                    otlp_exporter(*protocol, endpoint, *timeout)?
+                    OtlpExporter::new(*protocol, endpoint, *timeout, headers).map_err(|e| {
+                        TelemetryError::Exporter {
+                            endpoint: endpoint.clone(),
+                            reason: e.0,
+                        }
+                    })?
                 };
                 builder = builder.with_span_processor(gated(
                     exporter,
@@ -211,38 +217,6 @@ fn gated<E: SpanExporter + 'static>(
         .with_batch_config(config)
         .build();
     QueueGate::new(processor, depth, batch.max_queue_size, Arc::clone(stats))
-}
-
-fn otlp_exporter(
-    protocol: OtlpProtocol,
-    endpoint: &str,
-    timeout: Duration,
-) -> Result<opentelemetry_otlp::SpanExporter, TelemetryError> {
-    let built = match protocol {
-        OtlpProtocol::Grpc => {
-            let mut builder = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(timeout);
-            if endpoint.starts_with("https://") {
-                builder = builder.with_tls_config(
-                    opentelemetry_otlp::tonic_types::transport::ClientTlsConfig::new()
-                        .with_native_roots(),
-                );
-            }
-            builder.build()
-        }
-        OtlpProtocol::Http => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(endpoint)
-            .with_timeout(timeout)
-            .build(),
-    };
-    built.map_err(|e| TelemetryError::Exporter {
-        endpoint: endpoint.to_string(),
-        reason: e.to_string(),
-    })
 }
 
 fn sampler(settings: SamplerSettings) -> Sampler {

@@ -12,6 +12,8 @@
 //! | protocol | `otlp.protocol` | `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc`, `http/protobuf`) | `grpc` |
 //! | endpoint | `otlp.endpoint` | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is), `OTEL_EXPORTER_OTLP_ENDPOINT` (a base: `/v1/traces` is appended for `http`) | `http://localhost:4317`, or `http://localhost:4318/v1/traces` |
 //! | timeout | `otlp.timeout` | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds) | 10 s |
+//! | headers | — | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,…`, values percent-encoded) | none |
+//! | compression | — | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (only `none`) | none |
 //! | sampler | `sampler` | `OTEL_TRACES_SAMPLER` | `parentbased_always_on` |
 //! | ratio | `sampler_ratio` | `OTEL_TRACES_SAMPLER_ARG` | 1.0 |
 //! | `service.name` | `service_name` | `OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES` | `darklight` |
@@ -57,6 +59,9 @@ pub enum ExporterSettings {
         endpoint: String,
         /// The longest one export may take.
         timeout: Duration,
+        /// Extra request headers (gRPC metadata), such as the collector's authentication: valid
+        /// lower-case names and valid values.
+        headers: Vec<(String, String)>,
     },
     /// JSON lines on standard output.
     Stdout,
@@ -168,10 +173,35 @@ pub fn resolve(
                 .transpose()?
                 .unwrap_or(DEFAULT_TIMEOUT),
             };
+            let headers = first_var(
+                &var,
+                &[
+                    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                ],
+            )
+            .map(|(name, value)| parse_headers(name, value))
+            .transpose()?
+            .unwrap_or_default();
+            if let Some((name, value)) = first_var(
+                &var,
+                &[
+                    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                    "OTEL_EXPORTER_OTLP_COMPRESSION",
+                ],
+            ) && value != "none"
+            {
+                return Err(invalid(
+                    name,
+                    value,
+                    "darklight sends spans uncompressed: use none",
+                ));
+            }
             ExporterSettings::Otlp {
                 protocol,
                 endpoint,
                 timeout,
+                headers,
             }
         }
     };
@@ -326,6 +356,33 @@ pub fn parse_resource_attributes(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Parses an `OTEL_EXPORTER_OTLP_HEADERS` value: `key=value` pairs separated by commas, values
+/// percent-decoded. Unlike resource attributes, a malformed pair is an error: a header left out
+/// (the collector's credentials, usually) would fail every export.
+fn parse_headers(name: &'static str, text: String) -> Result<Vec<(String, String)>, SettingsError> {
+    let mut headers = Vec::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = pair.split_once('=').and_then(|(key, value)| {
+            let key = http::HeaderName::from_bytes(key.trim().as_bytes()).ok()?;
+            let value = percent_decode(value.trim())?;
+            http::HeaderValue::from_str(&value).ok()?;
+            Some((key.as_str().to_string(), value))
+        });
+        match parsed {
+            Some(header) => headers.push(header),
+            None => {
+                let reason = format!(
+                    "{:?} is not a valid key=value header (values percent-encoded)",
+                    pair.split_once('=').map_or(pair, |(key, _)| key)
+                );
+                // The value is not repeated: it may hold credentials.
+                return Err(invalid(name, "(not shown)".to_string(), &reason));
+            }
+        }
+    }
+    Ok(headers)
+}
+
 fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -382,6 +439,7 @@ mod tests {
                 protocol: OtlpProtocol::Grpc,
                 endpoint: "http://localhost:4317".into(),
                 timeout: DEFAULT_TIMEOUT,
+                headers: vec![],
             }
         );
         assert_eq!(settings.sampler.kind, SamplerKind::ParentBasedAlwaysOn);
@@ -403,6 +461,7 @@ mod tests {
             protocol,
             endpoint: endpoint.to_string(),
             timeout: Duration::from_millis(ms),
+            headers: vec![],
         };
         let cases: Vec<EndpointCase<'_>> = vec![
             (
@@ -519,6 +578,84 @@ mod tests {
             assert!(
                 (settings.sampler.ratio - ratio).abs() < 1e-9,
                 "{yaml} {env:?}"
+            );
+        }
+    }
+
+    fn headers_of(env: &[(&str, &str)]) -> Result<Vec<(String, String)>, SettingsError> {
+        with_env(&TelemetryConfig::default(), env).map(|s| match s.exporter {
+            ExporterSettings::Otlp { headers, .. } => headers,
+            other => panic!("not OTLP: {other:?}"),
+        })
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn collector_headers_from_the_environment() {
+        assert_eq!(headers_of(&[]).unwrap(), vec![]);
+        assert_eq!(
+            headers_of(&[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "Authorization=Bearer%20t0k3n, x-scope-orgid = tenant-1 ,"
+            )])
+            .unwrap(),
+            pairs(&[
+                ("authorization", "Bearer t0k3n"),
+                ("x-scope-orgid", "tenant-1")
+            ])
+        );
+        // The traces variable wins over the general one.
+        assert_eq!(
+            headers_of(&[
+                ("OTEL_EXPORTER_OTLP_HEADERS", "a=1"),
+                ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "b=2"),
+            ])
+            .unwrap(),
+            pairs(&[("b", "2")])
+        );
+        // A value may hold '=' (base64).
+        assert_eq!(
+            headers_of(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=YWJj==")]).unwrap(),
+            pairs(&[("api-key", "YWJj==")])
+        );
+    }
+
+    #[test]
+    fn malformed_headers_are_errors_that_hide_the_value() {
+        for value in [
+            "authorization",
+            "bad name=secret",
+            "key=line%0Abreak",
+            "key=%ZZsecret",
+        ] {
+            let error = headers_of(&[("OTEL_EXPORTER_OTLP_HEADERS", value)])
+                .err()
+                .unwrap_or_else(|| panic!("{value:?} should be refused"))
+                .to_string();
+            assert!(error.contains("OTEL_EXPORTER_OTLP_HEADERS"), "{error}");
+            assert!(
+                !error.contains("secret") && !error.contains("break"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_uncompressed_export() {
+        assert!(headers_of(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")]).is_ok());
+        for (name, value) in [
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
+        ] {
+            let error = headers_of(&[(name, value)]).err().map(|e| e.to_string());
+            assert!(
+                error.as_deref().is_some_and(|e| e.contains("use none")),
+                "{error:?}"
             );
         }
     }

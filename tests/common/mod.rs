@@ -75,6 +75,11 @@ impl Darklight {
     /// Starts `darklight run` with `config` (YAML text; `{PORT}` is replaced by the port picked
     /// for the proxy) and waits until it listens.
     pub fn start(config: &str) -> Darklight {
+        Darklight::start_with_env(config, &[])
+    }
+
+    /// [`Darklight::start`] with extra environment variables.
+    pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Darklight {
         let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("darklight.yaml");
@@ -85,6 +90,7 @@ impl Darklight {
             .env("RUST_LOG", "info")
             .env_remove("DARKLIGHT_COOKIE_SECRET")
             .env_remove("DARKLIGHT_COOKIE_SECRET_PREVIOUS")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

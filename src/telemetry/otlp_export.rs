@@ -1,0 +1,293 @@
+//! The OTLP exporter: each batch is encoded once by [`otlp_wire`](super::otlp_wire) and sent as
+//! bytes, over gRPC (`TraceService/Export`, through tonic with a pass-through codec) or
+//! HTTP/protobuf (`POST` to the traces URL).
+//!
+//! Transient failures (collector unreachable, overloaded or restarting) are retried with a
+//! doubling pause while the export's time limit (enforced by the caller) allows; the encoded
+//! batch is shared between attempts, never re-encoded. A collector that accepts only part of a
+//! batch ("partial success") is logged.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use opentelemetry_http::HttpClient;
+use opentelemetry_http::hyper::HyperClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+
+use super::config::OtlpProtocol;
+use super::otlp_wire::encode_export_request;
+
+/// The gRPC method of OTLP traces.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// Attempts per batch, the first included.
+const MAX_ATTEMPTS: u32 = 4;
+/// The pause before the first retry; it doubles after each.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Why the exporter could not be built.
+#[derive(Debug)]
+pub(crate) struct BuildError(pub(crate) String);
+
+/// Sends encoded span batches to one collector.
+pub(crate) struct OtlpExporter {
+    transport: Transport,
+    resource: Resource,
+}
+
+enum Transport {
+    Grpc {
+        channel: Channel,
+        metadata: tonic::metadata::MetadataMap,
+    },
+    Http {
+        client: Box<HyperClient>,
+        uri: http::Uri,
+        headers: http::HeaderMap,
+    },
+}
+
+impl fmt::Debug for OtlpExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let protocol = match self.transport {
+            Transport::Grpc { .. } => "grpc",
+            Transport::Http { .. } => "http/protobuf",
+        };
+        f.debug_struct("OtlpExporter")
+            .field("protocol", &protocol)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OtlpExporter {
+    /// An exporter to `endpoint`. Never connects: the first export does. Must run inside the
+    /// tokio runtime that will carry the exports (the clients bind their tasks to it).
+    pub(crate) fn new(
+        protocol: OtlpProtocol,
+        endpoint: &str,
+        timeout: Duration,
+        headers: &[(String, String)],
+    ) -> Result<OtlpExporter, BuildError> {
+        let mut header_map = http::HeaderMap::with_capacity(headers.len());
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| BuildError(format!("header {name:?}: {e}")))?;
+            let value = http::HeaderValue::from_str(value)
+                .map_err(|e| BuildError(format!("header {name}: {e}")))?;
+            header_map.append(name, value);
+        }
+        let transport = match protocol {
+            OtlpProtocol::Grpc => {
+                let mut builder = Endpoint::from_shared(endpoint.to_string())
+                    .map_err(|e| BuildError(e.to_string()))?
+                    .timeout(timeout)
+                    .connect_timeout(timeout);
+                if endpoint.starts_with("https://") {
+                    builder = builder
+                        .tls_config(ClientTlsConfig::new().with_native_roots())
+                        .map_err(|e| BuildError(e.to_string()))?;
+                }
+                Transport::Grpc {
+                    channel: builder.connect_lazy(),
+                    metadata: tonic::metadata::MetadataMap::from_headers(header_map),
+                }
+            }
+            OtlpProtocol::Http => {
+                let uri: http::Uri = endpoint
+                    .parse()
+                    .map_err(|e: http::uri::InvalidUri| BuildError(e.to_string()))?;
+                if uri.scheme_str() != Some("http") {
+                    return Err(BuildError(
+                        "http/protobuf export supports http:// endpoints; use grpc for https://"
+                            .to_string(),
+                    ));
+                }
+                Transport::Http {
+                    client: Box::new(HyperClient::with_default_connector(timeout, None)),
+                    uri,
+                    headers: header_map,
+                }
+            }
+        };
+        Ok(OtlpExporter {
+            transport,
+            resource: Resource::builder_empty().build(),
+        })
+    }
+
+    /// Sends one encoded batch once.
+    async fn send(&self, body: Bytes) -> Result<(), Failure> {
+        let response = match &self.transport {
+            Transport::Grpc { channel, metadata } => {
+                let mut client = tonic::client::Grpc::new(channel.clone());
+                client
+                    .ready()
+                    .await
+                    .map_err(|e| Failure::transient(format!("collector unreachable: {e}")))?;
+                let mut request = tonic::Request::new(body);
+                *request.metadata_mut() = metadata.clone();
+                client
+                    .unary(request, PathAndQuery::from_static(EXPORT_PATH), RawCodec)
+                    .await
+                    .map_err(|status| Failure::from_grpc(&status))?
+                    .into_inner()
+            }
+            Transport::Http {
+                client,
+                uri,
+                headers,
+            } => {
+                let mut request = http::Request::new(body);
+                *request.method_mut() = http::Method::POST;
+                *request.uri_mut() = uri.clone();
+                let request_headers = request.headers_mut();
+                request_headers.clone_from(headers);
+                request_headers.insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/x-protobuf"),
+                );
+                let response = client
+                    .send_bytes(request)
+                    .await
+                    .map_err(|e| Failure::transient(format!("collector unreachable: {e}")))?;
+                let status = response.status();
+                if !status.is_success() {
+                    return Err(Failure::from_http(status));
+                }
+                response.into_body()
+            }
+        };
+        log_partial_success(&response);
+        Ok(())
+    }
+}
+
+impl SpanExporter for OtlpExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let mut body = Vec::new();
+        encode_export_request(&batch, &self.resource, &mut body);
+        drop(batch);
+        let body = Bytes::from(body);
+        let mut delay = FIRST_RETRY_DELAY;
+        let mut attempt = 1;
+        loop {
+            match self.send(body.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(failure) if failure.transient && attempt < MAX_ATTEMPTS => {
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+                Err(failure) => return Err(OTelSdkError::InternalFailure(failure.message)),
+            }
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+/// A failed send, and whether trying again may succeed.
+#[derive(Debug)]
+struct Failure {
+    message: String,
+    transient: bool,
+}
+
+impl Failure {
+    fn transient(message: String) -> Failure {
+        Failure {
+            message,
+            transient: true,
+        }
+    }
+
+    /// The gRPC codes OTLP lists as retryable.
+    fn from_grpc(status: &tonic::Status) -> Failure {
+        use tonic::Code;
+        let transient = matches!(
+            status.code(),
+            Code::Cancelled
+                | Code::DeadlineExceeded
+                | Code::ResourceExhausted
+                | Code::Aborted
+                | Code::OutOfRange
+                | Code::Unavailable
+                | Code::DataLoss
+        );
+        Failure {
+            message: format!("collector refused the export: {status}"),
+            transient,
+        }
+    }
+
+    /// The HTTP statuses OTLP lists as retryable.
+    fn from_http(status: http::StatusCode) -> Failure {
+        Failure {
+            message: format!("collector refused the export: HTTP {status}"),
+            transient: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+        }
+    }
+}
+
+fn log_partial_success(response: &[u8]) {
+    let Ok(response) = ExportTraceServiceResponse::decode(response) else {
+        return;
+    };
+    if let Some(partial) = response.partial_success
+        && (partial.rejected_spans > 0 || !partial.error_message.is_empty())
+    {
+        tracing::warn!(
+            target: "darklight::telemetry",
+            rejected_spans = partial.rejected_spans,
+            message = partial.error_message.as_str(),
+            "the collector accepted only part of an export"
+        );
+    }
+}
+
+/// A gRPC codec that sends already encoded messages and hands responses back undecoded.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Self::Error> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
