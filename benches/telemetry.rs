@@ -2,13 +2,18 @@
 //! darklight's attributes from a `Classification` and its attribution plan
 //! (`darklight::telemetry::attributes`), into a fresh vector as the request path does.
 //!
-//! Classifications and plans are built before timing; only attribute building is timed.
+//! OTLP encoding of an export batch (`otlp_encode`, per span): darklight's encoder
+//! (`darklight::telemetry::otlp_wire`) against the generated protobuf types (conversion, then
+//! prost encoding), on the same 512 spans.
+//!
+//! Classifications, plans and spans are built before timing; only the operation is timed.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
 
+use criterion::{BatchSize, Throughput};
 use criterion::{Criterion, criterion_group, criterion_main};
 use darklight::attribution::{AttributionConfig, Attributor, CookieContext, Plan};
 use darklight::classify::{Classification, Classifier, SiteProfile};
@@ -16,7 +21,18 @@ use darklight::offline::parse_line;
 use darklight::telemetry::attributes::{
     RequestInfo, classification_attributes, request_attributes, routing_attributes, span_name,
 };
-use opentelemetry::KeyValue;
+use darklight::telemetry::otlp_wire::encode_export_request;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry::{InstrumentationScope, KeyValue};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+use prost::Message;
+use std::time::{Duration, UNIX_EPOCH};
 
 const NOW: u64 = 1_790_000_000;
 const SECRET: &str = "0123456789abcdef0123456789abcdef-bench-secret";
@@ -113,5 +129,99 @@ fn attributes(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, attributes);
+const BATCH: usize = 512;
+
+/// A full export batch: the four requests' spans in turn, with every attribute the proxy sets.
+fn batch(
+    inputs: &[(&'static str, Classification, Plan)],
+    request: &RequestInfo<'_>,
+) -> Vec<SpanData> {
+    let upstream: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+    let scope = InstrumentationScope::builder("darklight")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    (0..BATCH)
+        .map(|n| {
+            let (_, classification, plan) = &inputs[n % inputs.len()];
+            let mut attributes = Vec::with_capacity(72);
+            request_attributes(request, &mut attributes);
+            routing_attributes(Some("news"), Some(upstream), &mut attributes);
+            classification_attributes(classification, plan, &mut attributes);
+            attributes.push(KeyValue::new("http.response.status_code", 200_i64));
+            let start = UNIX_EPOCH + Duration::from_secs(NOW) + Duration::from_micros(n as u64);
+            SpanData {
+                span_context: SpanContext::new(
+                    TraceId::from(n as u128 + 1),
+                    SpanId::from(n as u64 + 1),
+                    TraceFlags::SAMPLED,
+                    false,
+                    TraceState::default(),
+                ),
+                parent_span_id: SpanId::INVALID,
+                parent_span_is_remote: false,
+                span_kind: SpanKind::Server,
+                name: span_name(request.method, request.route),
+                start_time: start,
+                end_time: start + Duration::from_micros(900),
+                attributes,
+                dropped_attributes_count: 0,
+                events: SpanEvents::default(),
+                links: SpanLinks::default(),
+                status: Status::Unset,
+                instrumentation_scope: scope.clone(),
+            }
+        })
+        .collect()
+}
+
+fn otlp_encode(c: &mut Criterion) {
+    let inputs = inputs();
+    let request = RequestInfo {
+        method: "GET",
+        path: "/articles/2026/11/the-recipe-everyone-forwarded",
+        query: None,
+        scheme: "https",
+        user_agent: Some(AGENT),
+        server_address: Some("news.example.com"),
+        server_port: Some(443),
+        protocol_version: Some("1.1"),
+        client_address: Some("203.0.113.0".parse().unwrap()),
+        route: Some("/articles/{slug}"),
+    };
+    let spans = batch(&inputs, &request);
+    let resource = Resource::builder_empty()
+        .with_attributes([
+            KeyValue::new("service.name", "darklight"),
+            KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+            KeyValue::new("host.name", "edge-1"),
+        ])
+        .build();
+    let schema = ResourceAttributesWithSchema::from(&resource);
+
+    let mut group = c.benchmark_group("otlp_encode");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let mut out = Vec::new();
+    group.bench_function("darklight_encoder", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_export_request(black_box(&spans), &resource, &mut out);
+            out.len()
+        })
+    });
+    group.bench_function("generated_types", |b| {
+        b.iter_batched(
+            || spans.clone(),
+            |spans| {
+                let request = ExportTraceServiceRequest {
+                    resource_spans: group_spans_by_resource_and_scope(spans, &schema),
+                };
+                request.encode_to_vec().len()
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, attributes, otlp_encode);
 criterion_main!(benches);
