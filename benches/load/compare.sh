@@ -16,6 +16,8 @@
 #   TARGETS ["darklight plain nginx"]  which proxies to measure
 #   DL_TELEMETRY, DL_COOKIES, DL_CORRELATION, DL_ATTRIBUTION [1]: 0 turns that darklight feature
 #                     off, to see what each one costs (the comparison itself keeps all on)
+#   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
+#                     and exports no span
 #
 # CPU placement on a 2-core machine: the three proxies run one at a time on PROXY_CPUS (CPU 1),
 # the load generator, the origin and the span sink share LOAD_CPUS (CPU 0). The proxy is the
@@ -178,7 +180,7 @@ telemetry:
   enabled: $([ "${DL_TELEMETRY:-1}" = 1 ] && echo true || echo false)
   exporter: otlp
   otlp: {protocol: grpc, endpoint: 'http://127.0.0.1:$SINK_PORT', timeout: 5s}
-  sampler: always_on
+  sampler: ${DL_SAMPLER:-always_on}
   batch: {scheduled_delay: 1s}
 EOF
 export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
