@@ -683,6 +683,8 @@ fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
     let requests = collector.requests.lock().unwrap().clone();
     assert!(requests.len() >= 2, "{} export requests", requests.len());
     for request in &requests {
+        let agent = request.header("user-agent").unwrap_or_default();
+        assert!(agent.starts_with("darklight/"), "{agent}");
         assert_eq!(
             request.header("authorization").as_deref(),
             Some("Bearer t0k3n")

@@ -27,6 +27,8 @@ use super::otlp_wire::encode_export_request;
 
 /// The gRPC method of OTLP traces.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+/// How darklight presents itself to the collector.
+const USER_AGENT: &str = concat!("darklight/", env!("CARGO_PKG_VERSION"));
 /// Attempts per batch, the first included.
 const MAX_ATTEMPTS: u32 = 4;
 /// The pause before the first retry; it doubles after each.
@@ -88,7 +90,9 @@ impl OtlpExporter {
                 let mut builder = Endpoint::from_shared(endpoint.to_string())
                     .map_err(|e| BuildError(e.to_string()))?
                     .timeout(timeout)
-                    .connect_timeout(timeout);
+                    .connect_timeout(timeout)
+                    .user_agent(USER_AGENT)
+                    .map_err(|e| BuildError(e.to_string()))?;
                 if endpoint.starts_with("https://") {
                     builder = builder
                         .tls_config(ClientTlsConfig::new().with_native_roots())
@@ -153,6 +157,9 @@ impl OtlpExporter {
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("application/x-protobuf"),
                 );
+                request_headers
+                    .entry(http::header::USER_AGENT)
+                    .or_insert(http::HeaderValue::from_static(USER_AGENT));
                 let response = client
                     .send_bytes(request)
                     .await
