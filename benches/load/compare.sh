@@ -16,6 +16,7 @@
 #   TARGETS ["darklight plain nginx"]  which proxies to measure
 #   DL_TELEMETRY, DL_COOKIES, DL_CORRELATION, DL_ATTRIBUTION [1]: 0 turns that darklight feature
 #                     off, to see what each one costs (the comparison itself keeps all on)
+#   DL_BATCH [512]    darklight's telemetry.batch.max_export_batch_size
 #   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
 #                     and exports no span
 #
@@ -181,7 +182,7 @@ telemetry:
   exporter: otlp
   otlp: {protocol: grpc, endpoint: 'http://127.0.0.1:$SINK_PORT', timeout: 5s}
   sampler: ${DL_SAMPLER:-always_on}
-  batch: {scheduled_delay: 1s}
+  batch: {scheduled_delay: 1s, max_export_batch_size: ${DL_BATCH:-512}}
 EOF
 export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
 "$DARKLIGHT" check --config "$RUN/darklight.yaml" >/dev/null
