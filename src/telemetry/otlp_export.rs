@@ -24,6 +24,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::config::OtlpProtocol;
 use super::otlp_wire::encode_export_request;
+use super::settings::CollectorHeaders;
 
 /// The gRPC method of OTLP traces.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -75,10 +76,10 @@ impl OtlpExporter {
         protocol: OtlpProtocol,
         endpoint: &str,
         timeout: Duration,
-        headers: &[(String, String)],
+        headers: &CollectorHeaders,
     ) -> Result<OtlpExporter, BuildError> {
-        let mut header_map = http::HeaderMap::with_capacity(headers.len());
-        for (name, value) in headers {
+        let mut header_map = http::HeaderMap::with_capacity(headers.0.len());
+        for (name, value) in &headers.0 {
             let name = http::HeaderName::from_bytes(name.as_bytes())
                 .map_err(|e| BuildError(format!("header {name:?}: {e}")))?;
             let value = http::HeaderValue::from_str(value)

@@ -22,6 +22,7 @@
 //! For `http`, a YAML endpoint without a path (`http://collector:4318`) gets `/v1/traces`
 //! appended; one with a path is used as written.
 
+use std::fmt;
 use std::time::Duration;
 
 use super::config::{
@@ -59,14 +60,26 @@ pub enum ExporterSettings {
         endpoint: String,
         /// The longest one export may take.
         timeout: Duration,
-        /// Extra request headers (gRPC metadata), such as the collector's authentication: valid
-        /// lower-case names and valid values.
-        headers: Vec<(String, String)>,
+        /// Extra request headers (gRPC metadata), such as the collector's authentication.
+        headers: CollectorHeaders,
     },
     /// JSON lines on standard output.
     Stdout,
     /// Nothing is exported.
     None,
+}
+
+/// Request headers for the collector: valid lower-case names and valid values, in the order
+/// given. The values are usually credentials, so `Debug` shows the names only.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct CollectorHeaders(pub Vec<(String, String)>);
+
+impl fmt::Debug for CollectorHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(name, _)| (name, "(hidden)")))
+            .finish()
+    }
 }
 
 /// The sampler, fully resolved.
@@ -180,7 +193,7 @@ pub fn resolve(
                     "OTEL_EXPORTER_OTLP_HEADERS",
                 ],
             )
-            .map(|(name, value)| parse_headers(name, value))
+            .map(|(name, value)| parse_headers(name, value).map(CollectorHeaders))
             .transpose()?
             .unwrap_or_default();
             if let Some((name, value)) = first_var(
@@ -439,7 +452,7 @@ mod tests {
                 protocol: OtlpProtocol::Grpc,
                 endpoint: "http://localhost:4317".into(),
                 timeout: DEFAULT_TIMEOUT,
-                headers: vec![],
+                headers: CollectorHeaders::default(),
             }
         );
         assert_eq!(settings.sampler.kind, SamplerKind::ParentBasedAlwaysOn);
@@ -461,7 +474,7 @@ mod tests {
             protocol,
             endpoint: endpoint.to_string(),
             timeout: Duration::from_millis(ms),
-            headers: vec![],
+            headers: CollectorHeaders::default(),
         };
         let cases: Vec<EndpointCase<'_>> = vec![
             (
@@ -584,7 +597,7 @@ mod tests {
 
     fn headers_of(env: &[(&str, &str)]) -> Result<Vec<(String, String)>, SettingsError> {
         with_env(&TelemetryConfig::default(), env).map(|s| match s.exporter {
-            ExporterSettings::Otlp { headers, .. } => headers,
+            ExporterSettings::Otlp { headers, .. } => headers.0,
             other => panic!("not OTLP: {other:?}"),
         })
     }
@@ -623,6 +636,21 @@ mod tests {
             headers_of(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=YWJj==")]).unwrap(),
             pairs(&[("api-key", "YWJj==")])
         );
+    }
+
+    #[test]
+    fn debug_output_hides_header_values() {
+        let settings = with_env(
+            &TelemetryConfig::default(),
+            &[(
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                "authorization=Bearer%20s3cr3t",
+            )],
+        )
+        .unwrap();
+        let shown = format!("{settings:?}");
+        assert!(shown.contains("authorization"), "{shown}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
     }
 
     #[test]
