@@ -80,10 +80,9 @@ fn inputs() -> Vec<(&'static str, Classification, Plan)> {
         .collect()
 }
 
-fn attributes(c: &mut Criterion) {
-    let inputs = inputs();
-    let upstream: SocketAddr = "127.0.0.1:3000".parse().unwrap();
-    let request = RequestInfo {
+/// The request both groups build spans for: a deep link opened in WhatsApp's in-app browser.
+fn dark_social_request() -> RequestInfo<'static> {
+    RequestInfo {
         method: "GET",
         path: "/articles/2026/11/the-recipe-everyone-forwarded",
         query: None,
@@ -94,7 +93,13 @@ fn attributes(c: &mut Criterion) {
         protocol_version: Some("1.1"),
         client_address: Some("203.0.113.0".parse().unwrap()),
         route: Some("/articles/{slug}"),
-    };
+    }
+}
+
+fn attributes(c: &mut Criterion) {
+    let inputs = inputs();
+    let upstream: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+    let request = dark_social_request();
 
     let mut group = c.benchmark_group("span_attributes");
     for (name, classification, plan) in &inputs {
@@ -176,18 +181,7 @@ fn batch(
 
 fn otlp_encode(c: &mut Criterion) {
     let inputs = inputs();
-    let request = RequestInfo {
-        method: "GET",
-        path: "/articles/2026/11/the-recipe-everyone-forwarded",
-        query: None,
-        scheme: "https",
-        user_agent: Some(AGENT),
-        server_address: Some("news.example.com"),
-        server_port: Some(443),
-        protocol_version: Some("1.1"),
-        client_address: Some("203.0.113.0".parse().unwrap()),
-        route: Some("/articles/{slug}"),
-    };
+    let request = dark_social_request();
     let spans = batch(&inputs, &request);
     let resource = Resource::builder_empty()
         .with_attributes([

@@ -644,6 +644,27 @@ fn export_recovers_when_the_collector_comes_back() {
     }
 }
 
+/// darklight in front of `upstream`, exporting with `protocol` to a collector on `port` every
+/// 100 ms, with one extra environment variable.
+fn exporting_quickly(
+    upstream: &Upstream,
+    protocol: &str,
+    port: u16,
+    env: (&str, &str),
+) -> Darklight {
+    Darklight::start_with_env(
+        &config(
+            upstream,
+            &format!(
+                "  enabled: true\n\
+                 \x20 otlp: {{protocol: {protocol}, endpoint: 'http://127.0.0.1:{port}', timeout: 5s}}\n\
+                 \x20 batch: {{scheduled_delay: 100ms}}\n"
+            ),
+        ),
+        &[env],
+    )
+}
+
 #[test]
 fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
     let collector = HttpCollector::start_on(
@@ -654,20 +675,14 @@ fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
         },
     );
     let upstream = Upstream::start("app");
-    let proxy = Darklight::start_with_env(
-        &config(
-            &upstream,
-            &format!(
-                "  enabled: true\n\
-                 \x20 otlp: {{protocol: http, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
-                 \x20 batch: {{scheduled_delay: 100ms}}\n",
-                collector.port
-            ),
-        ),
-        &[(
+    let proxy = exporting_quickly(
+        &upstream,
+        "http",
+        collector.port,
+        (
             "OTEL_EXPORTER_OTLP_HEADERS",
             "Authorization=Bearer%20t0k3n,x-tenant=edge",
-        )],
+        ),
     );
     let paths = ["/articles/one", "/articles/two", "/articles/three"];
     for path in paths {
@@ -702,20 +717,14 @@ fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
 fn grpc_export_sends_the_collector_headers() {
     let collector = GrpcCollector::start();
     let upstream = Upstream::start("app");
-    let proxy = Darklight::start_with_env(
-        &config(
-            &upstream,
-            &format!(
-                "  enabled: true\n\
-                 \x20 otlp: {{protocol: grpc, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
-                 \x20 batch: {{scheduled_delay: 100ms}}\n",
-                collector.port
-            ),
-        ),
-        &[(
+    let proxy = exporting_quickly(
+        &upstream,
+        "grpc",
+        collector.port,
+        (
             "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
             "authorization=Basic%20YWI6Y2Q=",
-        )],
+        ),
     );
     assert_eq!(
         get(proxy.port, "/articles/one", &[("User-Agent", PHONE)]).status,
