@@ -28,6 +28,11 @@ use crate::config::{self, Config};
 
 /// How often the health-check service looks for due checks.
 const HEALTH_TICK: Duration = Duration::from_millis(100);
+/// The longest a site's first probe waits after startup (or the reload that added the site).
+/// Upstreams count as healthy until probed; an upstream starting alongside darklight (the demo
+/// origin, a sidecar) gets this long to listen before a failed probe takes it out of rotation
+/// for a whole interval.
+const FIRST_CHECK_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs the active health checks of whatever sites are configured now.
 pub struct HealthChecks {
@@ -45,6 +50,7 @@ impl HealthChecks {
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut last_run: HashMap<String, Instant> = HashMap::new();
+        let mut first_seen: HashMap<String, Instant> = HashMap::new();
         let mut tick = tokio::time::interval(HEALTH_TICK);
         loop {
             tokio::select! {
@@ -56,9 +62,15 @@ impl BackgroundService for HealthChecks {
                 let Some(interval) = site.pool.health_check_interval() else {
                     continue;
                 };
-                let due = last_run
-                    .get(&site.name)
-                    .is_none_or(|at| at.elapsed() >= interval);
+                let due = match last_run.get(&site.name) {
+                    Some(at) => at.elapsed() >= interval,
+                    None => {
+                        let seen = first_seen
+                            .entry(site.name.clone())
+                            .or_insert_with(Instant::now);
+                        seen.elapsed() >= interval.min(FIRST_CHECK_DELAY)
+                    }
+                };
                 if due {
                     last_run.insert(site.name.clone(), Instant::now());
                     site.pool.run_health_check().await;
