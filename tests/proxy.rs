@@ -281,6 +281,22 @@ mod failures {
     }
 
     #[test]
+    fn an_upstream_listening_just_after_darklight_stays_in_rotation() {
+        let port = common::free_port();
+        let proxy = Darklight::start(&one_site(
+            &format!("http://127.0.0.1:{port}"),
+            "    health_check: {kind: tcp, interval: 30s}\n",
+        ));
+        // Listens only now, before the first probe (at most a second after startup)...
+        let _upstream = Upstream::start_on(port, "late", Behaviour::Echo);
+        // ...so that probe finds it up, and it is not out of rotation for the next 30 s.
+        std::thread::sleep(Duration::from_millis(1500));
+        let response = get(proxy.port, "/", &[]);
+        assert_eq!(response.status, 200);
+        assert_eq!(response.header("x-upstream"), Some("late"));
+    }
+
+    #[test]
     fn health_checks_take_a_dead_upstream_out_of_rotation() {
         let alive = Upstream::start("alive");
         let dead_port = common::free_port();

@@ -381,7 +381,12 @@ impl Upstream {
 
     /// Starts an upstream with the given behaviour.
     pub fn start_with(name: &str, behaviour: Behaviour) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        Upstream::start_on(0, name, behaviour)
+    }
+
+    /// Starts an upstream on `port` (0: any free port).
+    pub fn start_on(port: u16, name: &str, behaviour: Behaviour) -> Upstream {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
