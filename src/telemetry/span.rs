@@ -2,7 +2,6 @@
 //! arrives (start time, the client's trace context), started with its attributes once the
 //! request is classified and routed, ended when the response is done.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
@@ -208,14 +207,13 @@ impl RequestTracer {
         }
         // The W3C format (`00-<trace id>-<span id>-<flags>`), written directly: the SDK's
         // propagator goes through a map and the formatter for the same 55 bytes.
-        let mut traceparent = String::with_capacity(55);
-        let _ = write!(
-            traceparent,
-            "00-{}-{}-{:02x}",
-            context.trace_id(),
-            context.span_id(),
-            context.trace_flags().to_u8()
-        );
+        let mut traceparent = String::with_capacity(TRACEPARENT_LEN);
+        traceparent.push_str("00-");
+        push_hex(&mut traceparent, &context.trace_id().to_bytes());
+        traceparent.push('-');
+        push_hex(&mut traceparent, &context.span_id().to_bytes());
+        traceparent.push('-');
+        push_hex(&mut traceparent, &[context.trace_flags().to_u8()]);
         let tracestate = context.trace_state().header();
         Some(TraceHeaders {
             traceparent,
@@ -253,6 +251,18 @@ impl RequestTracer {
             span.set_attributes(attributes);
         }
         span.end();
+    }
+}
+
+/// Length of a version-00 `traceparent` value.
+const TRACEPARENT_LEN: usize = 55;
+
+/// Appends `bytes` as lowercase hex, the form W3C trace context requires.
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
 }
 
