@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench bench-load soak deps test-deps browser check-config clean
+.PHONY: all build run test lint fmt bench bench-load bench-instructions soak deps test-deps browser check-config clean
 
 all: build
 
@@ -81,6 +81,10 @@ bench: deps
 # darklight vs plain Pingora vs nginx under wrk on 127.0.0.1 (DURATION, ROUNDS, SOAK… in the script).
 bench-load: deps
 	benches/load/compare.sh
+
+# Instructions per request of darklight and plain Pingora under callgrind: exact, unlike timings.
+bench-instructions: deps
+	INSTRUCTIONS=1 DURATION=$${DURATION:-15} benches/load/compare.sh
 
 clean:
 	$(CARGO) clean

@@ -19,6 +19,14 @@
 #   DL_BATCH [512]    darklight's telemetry.batch.max_export_batch_size
 #   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
 #                     and exports no span
+#   INSTRUCTIONS [0]  1: instead of timed rounds, run darklight and plain Pingora under valgrind's
+#                     callgrind and count the instructions each executes per request over
+#                     DURATION seconds of the same mix (`make bench-instructions`). The count does
+#                     not depend on what else runs on the machine, so it compares the proxies'
+#                     user-space work exactly; kernel time (sockets) is not in it. Under valgrind,
+#                     SHA-256 takes its portable path, so the cookie signatures count more than
+#                     they cost on CPUs with SHA extensions.
+#   CALLGRIND_DIR []  with INSTRUCTIONS=1: keep the callgrind profiles there, for callgrind_annotate
 #
 # CPU placement on a 2-core machine: the three proxies run one at a time on PROXY_CPUS (CPU 1),
 # the load generator, the origin and the span sink share LOAD_CPUS (CPU 0). The proxy is the
@@ -39,6 +47,13 @@ ACCESS_LOG=${ACCESS_LOG:-0}
 SOAK=${SOAK:-0}
 BASE_PORT=${BASE_PORT:-18080}
 TARGETS=${TARGETS:-darklight plain nginx}
+INSTRUCTIONS=${INSTRUCTIONS:-0}
+if [ "$INSTRUCTIONS" = 1 ]; then
+    # nginx forks its workers, which callgrind would have to follow: only the two Pingora proxies.
+    TARGETS=$(echo "$TARGETS" | tr ' ' '\n' | grep -v '^nginx$' | paste -sd' ')
+    ROUNDS=0
+    SOAK=0
+fi
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/benches/load"
@@ -99,6 +114,17 @@ export LD_LIBRARY_PATH="$TOOLS/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:
 "$NGINX" -v 2>/dev/null || die "nginx does not run: $NGINX"
 { "$WRK" -v 2>&1 || true; } | grep -q wrk || die "wrk does not run: $WRK"
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
+WRAP=()
+if [ "$INSTRUCTIONS" = 1 ]; then
+    if ! command -v callgrind_control >/dev/null; then
+        log "installing valgrind with apt-get"
+        SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+        $SUDO apt-get install -y -qq valgrind >"$RUN/apt.log" 2>&1 \
+            || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq valgrind >"$RUN/apt.log" 2>&1; } \
+            || die "valgrind is needed for INSTRUCTIONS=1: $(tail -1 "$RUN/apt.log")"
+    fi
+    WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$RUN/callgrind.%p")
+fi
 
 # --- build ----------------------------------------------------------------------------------------
 log "building darklight and the comparison examples (release)"
@@ -109,11 +135,11 @@ SINK="$TARGET_DIR/release/examples/otlp_sink"
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_port() {
-    for _ in $(seq 200); do
+    for _ in $(seq 600); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.05
     done
-    die "nothing listens on 127.0.0.1:$1 after 10 s (logs in $RUN)"
+    die "nothing listens on 127.0.0.1:$1 after 30 s (logs in $RUN)"
 }
 for port in $ORIGIN_PORT $DARKLIGHT_PORT $PLAIN_PORT $NGINX_PORT $SINK_PORT; do
     port_free "$port" || die "127.0.0.1:$port is in use; set BASE_PORT"
@@ -187,13 +213,13 @@ EOF
 export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
 "$DARKLIGHT" check --config "$RUN/darklight.yaml" >/dev/null
 env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT -u OTEL_TRACES_EXPORTER \
-    RUST_LOG=warn taskset -c "$PROXY_CPUS" "$DARKLIGHT" run --config "$RUN/darklight.yaml" \
+    RUST_LOG=warn taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$DARKLIGHT" run --config "$RUN/darklight.yaml" \
     2>"$RUN/darklight.log" &
 DARKLIGHT_PID=$!
 PIDS+=($DARKLIGHT_PID)
 
 # --- plain Pingora --------------------------------------------------------------------------------
-taskset -c "$PROXY_CPUS" "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ORIGIN_PORT" "$PROXY_THREADS" \
+taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ORIGIN_PORT" "$PROXY_THREADS" \
     2>"$RUN/plain.log" &
 PLAIN_PID=$!
 PIDS+=($PLAIN_PID)
@@ -321,6 +347,48 @@ if [ "$ROUNDS" -gt 0 ]; then
         sleep 2 # the last batch of spans
         echo "spans received by the OTLP sink: $(cat "$RUN/spans" 2>/dev/null || echo 0); telemetry warnings (dropped or lost spans): $(grep -c 'darklight::telemetry' "$RUN/darklight.log" || true)"
         ;;
+    esac
+fi
+
+# --- instructions per request (callgrind) --------------------------------------------------------
+if [ "$INSTRUCTIONS" = 1 ]; then
+    log "warm-up: ${WARMUP}s per proxy"
+    for target in $TARGETS; do run_wrk "$target" "$WARMUP" >/dev/null; done
+    log "counting instructions: {$TARGETS}, ${DURATION}s each under callgrind"
+    echo
+    echo "darklight instruction count: ${DURATION}s of the request mix per proxy under callgrind, wrk -t$WRK_THREADS -c$CONNECTIONS; every thread of the proxy counted"
+    echo
+    printf '| %-24s | %9s | %20s |\n' proxy requests "instructions/request"
+    echo "|--------------------------|----------:|---------------------:|"
+    for target in $TARGETS; do
+        pid=$(pid_of "$target")
+        callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control could not reach $target"
+        result=$(run_wrk "$target" "$DURATION")
+        callgrind_control -d "$pid" >/dev/null 2>&1 || die "callgrind_control could not reach $target"
+        [ -n "$result" ] || die "wrk gave no result for $target"
+        set -- $result
+        [ "$1" -gt 0 ] || die "no request completed through $target"
+        dump=$(ls -t "$RUN/callgrind.$pid".* | head -1)
+        total=$(awk '/^summary:/ {print $2}' "$dump")
+        echo "$target $1 $((total / $1)) $dump" >>"$RESULTS"
+        [ -z "${CALLGRIND_DIR:-}" ] || { mkdir -p "$CALLGRIND_DIR" && cp "$dump" "$CALLGRIND_DIR/callgrind.$target"; }
+        case $target in darklight) label="darklight (all features)" ;; plain) label="plain Pingora 0.9" ;; esac
+        printf '| %-24s | %9d | %20d |\n' "$label" "$1" "$((total / $1))"
+    done
+    echo
+    per_request() { awk -v t="$1" '$1 == t {print $3}' "$RESULTS"; }
+    if [ -n "$(per_request darklight)" ] && [ -n "$(per_request plain)" ]; then
+        echo "darklight / plain Pingora: instructions per request $(awk -v a="$(per_request darklight)" -v b="$(per_request plain)" 'BEGIN { printf "%.3f", a / b }')"
+        echo
+    fi
+    case " $TARGETS " in *" darklight "*)
+        requests=$(awk '$1 == "darklight" {print $2}' "$RESULTS")
+        echo "darklight's own functions, instructions per request including what they call (top 15):"
+        callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$(awk '$1 == "darklight" {print $4}' "$RESULTS")" 2>/dev/null \
+            | grep -F "$ROOT/src/" | grep 'darklight::' | sed 's/,//g' \
+            | awk -v n="$requests" '{ name = $0; sub(/^.*\.rs:/, "", name); sub(/ \[.*$/, "", name) }
+                                    !seen[name]++ { printf "  %8d  %s\n", $1 / n, name }' \
+            | head -15 ;;
     esac
 fi
 
