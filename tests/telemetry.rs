@@ -345,9 +345,13 @@ fn grpc_export_with_classification_and_trace_context() {
     let email = get(
         proxy.port,
         "/articles/a?utm_source=newsletter&utm_medium=email&utm_campaign=spring",
-        &[("User-Agent", PHONE)],
+        &[("User-Agent", PHONE), ("tracestate", "stray=1")],
     );
     assert_eq!(email.status, 200);
+    // A tracestate without a traceparent belongs to no trace: the new trace does not carry it.
+    let forwarded_email = upstream.last();
+    assert!(forwarded_email.header("traceparent").is_some());
+    assert!(forwarded_email.header_values("tracestate").is_empty());
     let search = get(
         proxy.port,
         "/about",
