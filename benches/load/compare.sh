@@ -263,6 +263,14 @@ DL_COOKIE=$(curl -s -m 5 -o /dev/null -D - -H 'Host: news.example.com' \
 
 port_of() { case $1 in darklight) echo "$DARKLIGHT_PORT" ;; plain) echo "$PLAIN_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac; }
 pid_of() { case $1 in darklight) echo "$DARKLIGHT_PID" ;; plain) echo "$PLAIN_PID" ;; nginx) echo "$NGINX_PID" ;; esac; }
+label_of() {
+    case $1 in
+        darklight) if [ "${DL_TELEMETRY:-1}${DL_COOKIES:-1}${DL_CORRELATION:-1}${DL_ATTRIBUTION:-1}" = 1111 ]; then
+                echo "darklight (all features)"; else echo "darklight (features off)"; fi ;;
+        plain) echo "plain Pingora 0.9" ;;
+        nginx) echo "nginx $("$NGINX" -v 2>&1 | sed 's|.*/||')" ;;
+    esac
+}
 # The process and its children (nginx's workers).
 tree_of() { echo "$1"; pgrep -P "$1" || true; }
 # CPU time (clock ticks) used so far by a process tree.
@@ -323,13 +331,7 @@ if [ "$ROUNDS" -gt 0 ]; then
     printf '| %-24s | %10s | %8s | %8s | %11s | %13s | %6s |\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "peak RSS MiB" errors
     echo "|--------------------------|-----------:|---------:|---------:|------------:|--------------:|-------:|"
     for target in $TARGETS; do
-        case $target in
-            darklight) label="darklight (all features)"
-                [ "${DL_TELEMETRY:-1}${DL_COOKIES:-1}${DL_CORRELATION:-1}${DL_ATTRIBUTION:-1}" = 1111 ] || label="darklight (features off)" ;;
-            plain) label="plain Pingora 0.9" ;;
-            nginx) label="nginx $("$NGINX" -v 2>&1 | sed 's|.*/||')" ;;
-        esac
-        printf '| %-24s | %10.0f | %8.2f | %8.2f | %11.1f | %13.1f | %6d |\n' "$label" \
+        printf '| %-24s | %10.0f | %8.2f | %8.2f | %11.1f | %13.1f | %6d |\n' "$(label_of "$target")" \
             "$(col "$target" 3)" "$(awk -v v="$(col "$target" 4)" 'BEGIN {print v / 1000}')" \
             "$(awk -v v="$(col "$target" 5)" 'BEGIN {print v / 1000}')" "$(col "$target" 7)" \
             "$(awk -v v="$(peak_rss_kb "$(pid_of "$target")")" 'BEGIN {print v / 1024}')" \
@@ -372,8 +374,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
         total=$(awk '/^summary:/ {print $2}' "$dump")
         echo "$target $1 $((total / $1)) $dump" >>"$RESULTS"
         [ -z "${CALLGRIND_DIR:-}" ] || { mkdir -p "$CALLGRIND_DIR" && cp "$dump" "$CALLGRIND_DIR/callgrind.$target"; }
-        case $target in darklight) label="darklight (all features)" ;; plain) label="plain Pingora 0.9" ;; esac
-        printf '| %-24s | %9d | %20d |\n' "$label" "$1" "$((total / $1))"
+        printf '| %-24s | %9d | %20d |\n' "$(label_of "$target")" "$1" "$((total / $1))"
     done
     echo
     per_request() { awk -v t="$1" '$1 == t {print $3}' "$RESULTS"; }
@@ -387,8 +388,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
         callgrind_annotate --inclusive=yes --threshold=100 --auto=no "$(awk '$1 == "darklight" {print $4}' "$RESULTS")" 2>/dev/null \
             | grep -F "$ROOT/src/" | grep 'darklight::' | sed 's/,//g' \
             | awk -v n="$requests" '{ name = $0; sub(/^.*\.rs:/, "", name); sub(/ \[.*$/, "", name) }
-                                    !seen[name]++ { printf "  %8d  %s\n", $1 / n, name }' \
-            | head -15 ;;
+                                    !seen[name]++ && shown++ < 15 { printf "  %8d  %s\n", $1 / n, name }' ;;
     esac
 fi
 
