@@ -19,6 +19,12 @@
 #   DL_BATCH [512]    darklight's telemetry.batch.max_export_batch_size
 #   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
 #                     and exports no span
+#   RATE [0]          about this many requests/s in all: each connection pauses
+#                     1000 x CONNECTIONS / RATE ms before each request, so the rate reached is
+#                     a little lower (the pause plus the response time); 0: as fast as the
+#                     proxy answers. Below every proxy's capacity, the
+#                     latency columns compare what each proxy adds at the same load, where at
+#                     full speed they mostly restate the throughput
 #   INSTRUCTIONS [0]  1: instead of timed rounds, run darklight and plain Pingora under valgrind's
 #                     callgrind and count the instructions each executes per request over
 #                     DURATION seconds of the same mix (`make bench-instructions`). The count does
@@ -48,6 +54,13 @@ SOAK=${SOAK:-0}
 BASE_PORT=${BASE_PORT:-18080}
 TARGETS=${TARGETS:-darklight plain nginx}
 INSTRUCTIONS=${INSTRUCTIONS:-0}
+RATE=${RATE:-0}
+# wrk paces each connection by a whole number of milliseconds between requests (mix.lua).
+export WRK_DELAY_MS=0
+if [ "$RATE" -gt 0 ]; then
+    WRK_DELAY_MS=$((1000 * CONNECTIONS / RATE))
+    [ "$WRK_DELAY_MS" -ge 1 ] || { echo "compare.sh: RATE $RATE is above 1000 x CONNECTIONS ($CONNECTIONS)" >&2; exit 1; }
+fi
 if [ "$INSTRUCTIONS" = 1 ]; then
     # nginx forks its workers, which callgrind would have to follow: only the two Pingora proxies.
     TARGETS=$(echo "$TARGETS" | tr ' ' '\n' | grep -v '^nginx$' | paste -sd' ')
@@ -326,7 +339,9 @@ if [ "$ROUNDS" -gt 0 ]; then
     median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
     col() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$RESULTS" | median; }
     echo
-    echo "darklight load comparison: $ROUNDS rounds x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNECTIONS, proxies on CPU $PROXY_CPUS ($PROXY_THREADS thread(s)), load on CPU $LOAD_CPUS; medians over rounds"
+    pace="as fast as each proxy answers"
+    [ "$RATE" -gt 0 ] && pace="each connection pausing ${WRK_DELAY_MS} ms between requests (RATE $RATE)"
+    echo "darklight load comparison: $ROUNDS rounds x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNECTIONS, $pace, proxies on CPU $PROXY_CPUS ($PROXY_THREADS thread(s)), load on CPU $LOAD_CPUS; medians over rounds"
     echo
     printf '| %-24s | %10s | %8s | %8s | %11s | %13s | %6s |\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "peak RSS MiB" errors
     echo "|--------------------------|-----------:|---------:|---------:|------------:|--------------:|-------:|"

@@ -53,6 +53,19 @@ function request()
   return requests[counter]
 end
 
+-- WRK_DELAY_MS (set by compare.sh from RATE): each connection pauses before each request, so
+-- wrk holds a request rate instead of going as fast as the proxy answers. The pauses are
+-- exponentially distributed around that mean (wrk takes whole milliseconds): equal pauses would
+-- line every connection up into bursts, and the latency would measure how fast a proxy drains a
+-- burst rather than what it adds to a request.
+local delay_ms = tonumber(os.getenv("WRK_DELAY_MS") or "0") or 0
+if delay_ms > 0 then
+  math.randomseed(os.time())
+  function delay()
+    return math.floor(-math.log(1 - math.random()) * delay_ms + 0.5)
+  end
+end
+
 function done(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
     + summary.errors.status + summary.errors.timeout
