@@ -541,42 +541,6 @@ fn http_protobuf_export_flushes_on_shutdown() {
     );
 }
 
-/// A batch larger than a slice of the paced encoder reaches the collector whole: the slices
-/// form one request that decodes to every span.
-#[test]
-fn a_batch_encoded_in_slices_reaches_the_collector_whole() {
-    let collector = GrpcCollector::start();
-    let upstream = Upstream::start("app");
-    // 40 spans make one batch (two slices of the encoder); the long delay keeps the timer out.
-    let proxy = Darklight::start(&config(
-        &upstream,
-        &format!(
-            "  enabled: true\n\
-             \x20 otlp: {{protocol: grpc, endpoint: 'http://127.0.0.1:{}', timeout: 5s}}\n\
-             \x20 batch: {{scheduled_delay: 60s, max_export_batch_size: 40}}\n",
-            collector.port
-        ),
-    ));
-    timed_requests(proxy.port, 40);
-    let spans = wait_for_spans(&collector.spans, 40);
-    let mut paths: Vec<_> = spans
-        .iter()
-        .filter_map(|s| s.attribute("url.path"))
-        .collect();
-    paths.sort_unstable();
-    let mut sent: Vec<_> = (0..40)
-        .map(|i| format!("/articles/2026/11/story-{i}"))
-        .collect();
-    sent.sort_unstable();
-    assert_eq!(paths, sent);
-    // One `authorizations` entry per export request.
-    assert_eq!(
-        collector.authorizations.lock().unwrap().len(),
-        1,
-        "one export request for the batch"
-    );
-}
-
 /// Sends `count` requests one after the other; returns how long they took.
 fn timed_requests(port: u16, count: usize) -> Duration {
     let started = Instant::now();

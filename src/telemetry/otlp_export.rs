@@ -23,8 +23,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::config::OtlpProtocol;
-use super::otlp_wire::encode_export_request_in_slices;
-use super::pipeline::Pacing;
+use super::otlp_wire::encode_export_request;
 use super::settings::CollectorHeaders;
 
 /// The gRPC method of OTLP traces.
@@ -44,7 +43,6 @@ pub(crate) struct BuildError(pub(crate) String);
 pub(crate) struct OtlpExporter {
     transport: Transport,
     resource: Resource,
-    pacing: Pacing,
 }
 
 enum Transport {
@@ -72,15 +70,13 @@ impl fmt::Debug for OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// An exporter to `endpoint`, encoding with `pacing`. Never connects: the first export does.
-    /// Must run inside the tokio runtime that will carry the exports (the clients bind their
-    /// tasks to it).
+    /// An exporter to `endpoint`. Never connects: the first export does. Must run inside the
+    /// tokio runtime that will carry the exports (the clients bind their tasks to it).
     pub(crate) fn new(
         protocol: OtlpProtocol,
         endpoint: &str,
         timeout: Duration,
         headers: &CollectorHeaders,
-        pacing: Pacing,
     ) -> Result<OtlpExporter, BuildError> {
         let mut header_map = http::HeaderMap::with_capacity(headers.0.len());
         for (name, value) in &headers.0 {
@@ -128,23 +124,7 @@ impl OtlpExporter {
         Ok(OtlpExporter {
             transport,
             resource: Resource::builder_empty().build(),
-            pacing,
         })
-    }
-
-    /// The request body for `batch`, which is freed here too, both in slices of
-    /// [`Pacing::SLICE`] spans with `pacing`'s pause between them.
-    fn encode_paced(&self, mut batch: Vec<SpanData>) -> Bytes {
-        let mut body = Vec::new();
-        encode_export_request_in_slices(&batch, &self.resource, &mut body, Pacing::SLICE, || {
-            self.pacing.pause();
-        });
-        // Freeing a batch's spans takes about as long as encoding them: paced the same way.
-        while !batch.is_empty() {
-            batch.truncate(batch.len().saturating_sub(Pacing::SLICE));
-            self.pacing.pause();
-        }
-        Bytes::from(body)
     }
 
     /// Sends one encoded batch once.
@@ -199,7 +179,10 @@ impl OtlpExporter {
 
 impl SpanExporter for OtlpExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let body = self.encode_paced(batch);
+        let mut body = Vec::new();
+        encode_export_request(&batch, &self.resource, &mut body);
+        drop(batch);
+        let body = Bytes::from(body);
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {

@@ -82,23 +82,6 @@ pub fn encode_export_request(spans: &[SpanData], resource: &Resource, out: &mut 
     }
 }
 
-/// Like [`encode_export_request`], `slice` spans at a time, calling `between` after each slice
-/// (a place to give way to other work). Each slice is a whole `ExportTraceServiceRequest`
-/// appended to the previous ones: concatenated protobuf messages decode as one whose repeated
-/// `resource_spans` hold every slice's, so `out` is still one request for the whole batch.
-pub fn encode_export_request_in_slices(
-    spans: &[SpanData],
-    resource: &Resource,
-    out: &mut Vec<u8>,
-    slice: usize,
-    mut between: impl FnMut(),
-) {
-    for spans in spans.chunks(slice.max(1)) {
-        encode_export_request(spans, resource, out);
-        between();
-    }
-}
-
 /// Each span's scope (an index into `scopes`, in order of first appearance) and encoded
 /// length, computed once per batch.
 struct Layout<'a> {
@@ -564,47 +547,6 @@ mod tests {
         let mut out = Vec::new();
         encode_export_request(spans, resource, &mut out);
         out
-    }
-
-    /// Slices decode as one request holding every span, in order, one `ResourceSpans` a slice.
-    #[test]
-    fn slices_concatenate_into_one_request() {
-        let scope = darklight_scope();
-        let spans: Vec<SpanData> = (0..70)
-            .map(|n| {
-                span(
-                    n,
-                    &scope,
-                    vec![KeyValue::new("url.path", format!("/a/{n}"))],
-                )
-            })
-            .collect();
-        let resource = resource();
-        let mut out = Vec::new();
-        let mut slices = 0;
-        encode_export_request_in_slices(&spans, &resource, &mut out, 32, || slices += 1);
-        assert_eq!(slices, 3);
-        let decoded = ExportTraceServiceRequest::decode(out.as_slice())
-            .unwrap_or_else(|e| panic!("not a valid ExportTraceServiceRequest: {e}"));
-        let expected: Vec<_> = spans
-            .chunks(32)
-            .flat_map(|slice| reference(slice, &resource).resource_spans)
-            .collect();
-        assert_eq!(decoded.resource_spans, expected);
-        let names: Vec<_> = decoded
-            .resource_spans
-            .iter()
-            .flat_map(|r| &r.scope_spans)
-            .flat_map(|s| &s.spans)
-            .map(|s| s.name.clone())
-            .collect();
-        let sent: Vec<_> = spans.iter().map(|s| s.name.to_string()).collect();
-        assert_eq!(names, sent);
-
-        // One slice is the plain encoding.
-        let mut whole = Vec::new();
-        encode_export_request_in_slices(&spans, &resource, &mut whole, spans.len(), || {});
-        assert_eq!(whole, encoded(&spans, &resource));
     }
 
     /// Decodes to the reference message, and is byte for byte what prost writes for it.

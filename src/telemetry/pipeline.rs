@@ -35,44 +35,6 @@ impl QueueDepth {
     }
 }
 
-/// Lets requests run between slices of an export's work while the queue is short.
-///
-/// Encoding and freeing a batch of 512 spans takes a few milliseconds of CPU. Where the export
-/// thread shares a CPU with the proxy, a request that arrives meanwhile waits for all of it,
-/// which sets the tail latency. Between slices, the export thread yields the CPU, unless the
-/// queue holds a quarter of its capacity or more: then the export must catch up, or spans
-/// would be dropped.
-#[derive(Debug, Clone)]
-pub(crate) struct Pacing {
-    depth: Arc<QueueDepth>,
-    calm_below: usize,
-}
-
-impl Pacing {
-    /// Spans per slice: about a tenth of a millisecond of encoding.
-    pub(crate) const SLICE: usize = 32;
-
-    /// Pacing for a queue of `capacity` spans whose depth is `depth`.
-    pub(crate) fn new(depth: Arc<QueueDepth>, capacity: usize) -> Self {
-        Pacing {
-            depth,
-            calm_below: capacity / 4,
-        }
-    }
-
-    /// True when the queue is short enough for the export to give way to requests.
-    fn calm(&self) -> bool {
-        self.depth.0.load(Ordering::Acquire) < self.calm_below
-    }
-
-    /// Between two slices: gives the CPU to any thread waiting for it, when the queue is calm.
-    pub(crate) fn pause(&self) {
-        if self.calm() {
-            std::thread::yield_now();
-        }
-    }
-}
-
 /// A span processor that refuses spans beyond `capacity` before the inner processor sees them,
 /// so that every dropped span is counted.
 #[derive(Debug)]
@@ -279,26 +241,5 @@ impl SpanExporter for StdoutExporter {
         }
         out.flush()
             .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pacing_gives_way_only_while_the_queue_is_short() {
-        let depth = Arc::new(QueueDepth::default());
-        let pacing = Pacing::new(Arc::clone(&depth), 2048);
-        assert!(pacing.calm());
-        depth.0.store(511, Ordering::Release);
-        assert!(pacing.calm());
-        depth.0.store(512, Ordering::Release);
-        assert!(
-            !pacing.calm(),
-            "a quarter of the queue: the export catches up"
-        );
-        depth.release(1);
-        assert!(pacing.calm());
     }
 }

@@ -12,7 +12,7 @@ use opentelemetry_sdk::trace::{
 
 use super::config::{BatchConfig, SamplerKind, TelemetryConfig};
 use super::otlp_export::OtlpExporter;
-use super::pipeline::{GuardedExporter, Pacing, QueueDepth, QueueGate, StdoutExporter};
+use super::pipeline::{GuardedExporter, QueueDepth, QueueGate, StdoutExporter};
 use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
 use super::stats::ExportStats;
 
@@ -97,7 +97,6 @@ impl Telemetry {
                     None,
                     Duration::from_secs(10),
                     batch,
-                    Arc::new(QueueDepth::default()),
                     &stats,
                 ));
             }
@@ -113,24 +112,21 @@ impl Telemetry {
                     .enable_all()
                     .build()
                     .map_err(TelemetryError::Runtime)?;
-                let depth = Arc::new(QueueDepth::default());
                 let exporter = {
                     // tonic and hyper bind their background tasks to the runtime they are built in.
                     let _entered = rt.enter();
-                    let pacing = Pacing::new(Arc::clone(&depth), batch.max_queue_size);
-                    OtlpExporter::new(*protocol, endpoint, *timeout, headers, pacing).map_err(
-                        |e| TelemetryError::Exporter {
+                    OtlpExporter::new(*protocol, endpoint, *timeout, headers).map_err(|e| {
+                        TelemetryError::Exporter {
                             endpoint: endpoint.clone(),
                             reason: e.0,
-                        },
-                    )?
+                        }
+                    })?
                 };
                 builder = builder.with_span_processor(gated(
                     exporter,
                     Some(rt.handle().clone()),
                     *timeout,
                     batch,
-                    depth,
                     &stats,
                 ));
                 runtime = Some(rt);
@@ -202,9 +198,9 @@ fn gated<E: SpanExporter + 'static>(
     runtime: Option<tokio::runtime::Handle>,
     timeout: Duration,
     batch: &BatchConfig,
-    depth: Arc<QueueDepth>,
     stats: &Arc<ExportStats>,
 ) -> QueueGate<BatchSpanProcessor> {
+    let depth = Arc::new(QueueDepth::default());
     let guarded = GuardedExporter::new(
         exporter,
         runtime,
