@@ -35,6 +35,38 @@ impl QueueDepth {
     }
 }
 
+/// When the export thread gives its CPU away between slices of a batch. While the queue is
+/// nearly empty (under a sixteenth of its capacity), the export keeps up and a request waiting
+/// for the CPU goes first; once spans pile up, the export runs flat out, so that pacing neither
+/// drops spans for want of CPU nor holds more than that sixteenth in memory.
+#[derive(Debug, Clone)]
+pub(crate) struct Pacing {
+    depth: Arc<QueueDepth>,
+    below: usize,
+}
+
+impl Pacing {
+    /// Pacing for a queue of `capacity` spans whose depth is `depth`.
+    pub(crate) fn new(depth: Arc<QueueDepth>, capacity: usize) -> Pacing {
+        Pacing {
+            depth,
+            below: capacity / 16,
+        }
+    }
+
+    /// True when the export may yield now.
+    fn may_yield(&self) -> bool {
+        self.depth.0.load(Ordering::Acquire) < self.below
+    }
+
+    /// Yields the thread's CPU when the queue allows it.
+    pub(crate) fn pause(&self) {
+        if self.may_yield() {
+            std::thread::yield_now();
+        }
+    }
+}
+
 /// A span processor that refuses spans beyond `capacity` before the inner processor sees them,
 /// so that every dropped span is counted.
 #[derive(Debug)]
@@ -241,5 +273,24 @@ impl SpanExporter for StdoutExporter {
         }
         out.flush()
             .map_err(|e| OTelSdkError::InternalFailure(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacing_yields_only_while_the_queue_is_nearly_empty() {
+        let depth = Arc::new(QueueDepth::default());
+        let pacing = Pacing::new(Arc::clone(&depth), 2048);
+        // (spans waiting, may yield)
+        for (waiting, yields) in [(0, true), (127, true), (128, false), (2048, false)] {
+            depth.0.store(waiting, Ordering::Release);
+            assert_eq!(pacing.may_yield(), yields, "{waiting} spans waiting");
+        }
+        // A queue too small to have a sixteenth is never paced.
+        let tiny = Pacing::new(Arc::new(QueueDepth::default()), 15);
+        assert!(!tiny.may_yield());
     }
 }

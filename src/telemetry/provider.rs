@@ -12,7 +12,7 @@ use opentelemetry_sdk::trace::{
 
 use super::config::{BatchConfig, SamplerKind, TelemetryConfig};
 use super::otlp_export::OtlpExporter;
-use super::pipeline::{GuardedExporter, QueueDepth, QueueGate, StdoutExporter};
+use super::pipeline::{GuardedExporter, Pacing, QueueDepth, QueueGate, StdoutExporter};
 use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
 use super::stats::ExportStats;
 
@@ -87,6 +87,8 @@ impl Telemetry {
             .with_sampler(sampler(settings.sampler))
             .with_resource(resource);
 
+        // Spans queued for export, shared by the queue's gate, the exporter's guard and pacing.
+        let depth = Arc::new(QueueDepth::default());
         let mut runtime = None;
         match &settings.exporter {
             ExporterSettings::None => {}
@@ -94,6 +96,7 @@ impl Telemetry {
                 let exporter = StdoutExporter::new(settings.service_name());
                 builder = builder.with_span_processor(gated(
                     exporter,
+                    &depth,
                     None,
                     Duration::from_secs(10),
                     batch,
@@ -122,8 +125,11 @@ impl Telemetry {
                         }
                     })?
                 };
+                let exporter =
+                    exporter.with_pacing(Pacing::new(Arc::clone(&depth), batch.max_queue_size));
                 builder = builder.with_span_processor(gated(
                     exporter,
+                    &depth,
                     Some(rt.handle().clone()),
                     *timeout,
                     batch,
@@ -195,17 +201,17 @@ impl Telemetry {
 
 fn gated<E: SpanExporter + 'static>(
     exporter: E,
+    depth: &Arc<QueueDepth>,
     runtime: Option<tokio::runtime::Handle>,
     timeout: Duration,
     batch: &BatchConfig,
     stats: &Arc<ExportStats>,
 ) -> QueueGate<BatchSpanProcessor> {
-    let depth = Arc::new(QueueDepth::default());
     let guarded = GuardedExporter::new(
         exporter,
         runtime,
         timeout,
-        Arc::clone(&depth),
+        Arc::clone(depth),
         Arc::clone(stats),
     );
     let config = BatchConfigBuilder::default()
@@ -216,7 +222,12 @@ fn gated<E: SpanExporter + 'static>(
     let processor = BatchSpanProcessor::builder(guarded)
         .with_batch_config(config)
         .build();
-    QueueGate::new(processor, depth, batch.max_queue_size, Arc::clone(stats))
+    QueueGate::new(
+        processor,
+        Arc::clone(depth),
+        batch.max_queue_size,
+        Arc::clone(stats),
+    )
 }
 
 fn sampler(settings: SamplerSettings) -> Sampler {
