@@ -33,9 +33,10 @@ pub fn encode_export_request(spans: &[SpanData], resource: &Resource, out: &mut 
 }
 
 /// [`encode_export_request`], calling `pause` once every `slice` steps, a step being one span
-/// measured or one span written (each span is measured, then written). The exporter yields the CPU there: a batch of hundreds of
-/// spans is milliseconds of work, which a request arriving meanwhile on the same CPU would
-/// otherwise wait out. The bytes are the same whatever the slice.
+/// measured or one span written (each span is measured, then written). The exporter yields
+/// the CPU there: a batch of hundreds of spans is milliseconds of work, which a request
+/// arriving meanwhile on the same CPU would otherwise wait out. The bytes are the same
+/// whatever the slice.
 pub fn encode_export_request_paced(
     spans: &[SpanData],
     resource: &Resource,

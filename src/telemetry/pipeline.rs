@@ -4,7 +4,9 @@
 //! A request only ever does a non-blocking enqueue: when the queue is full the span is dropped
 //! and counted ([`ExportStats`]). Exports run on a dedicated background thread (the SDK's batch
 //! processor), which hands the network work to a one-thread tokio runtime owned by telemetry, so
-//! a slow or absent collector never touches Pingora's runtimes.
+//! a slow or absent collector never touches Pingora's runtimes. While the queue is nearly empty,
+//! the OTLP exporter yields that runtime's thread between slices of a batch ([`Pacing`]), so
+//! requests sharing its CPU do not wait for a whole batch.
 
 use std::fmt;
 use std::io::Write;
