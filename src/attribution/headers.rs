@@ -240,13 +240,9 @@ impl HeaderNames {
 }
 
 fn reasons_text(classification: &Classification) -> String {
-    let mut text = String::new();
-    for reason in classification.reasons.iter() {
-        if !text.is_empty() {
-            text.push(',');
-        }
-        let _ = write!(text, "{reason}");
-    }
+    let reasons = &classification.reasons;
+    let mut text = String::with_capacity(reasons.text_len());
+    reasons.push_text(&mut text);
     text
 }
 

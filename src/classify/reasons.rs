@@ -119,6 +119,23 @@ pub struct Reason {
 }
 
 impl Reason {
+    /// Length in bytes of the text form (`click_id:gclid`).
+    pub fn text_len(&self) -> usize {
+        let signal = self.signal.as_str().len();
+        self.detail
+            .as_ref()
+            .map_or(signal, |d| signal + 1 + d.len())
+    }
+
+    /// Appends the text form, the one `Display` prints.
+    pub fn push_text(&self, out: &mut String) {
+        out.push_str(self.signal.as_str());
+        if let Some(detail) = &self.detail {
+            out.push(':');
+            out.push_str(detail);
+        }
+    }
+
     /// True when this reason prints as `text` (e.g. `click_id:gclid`), without allocating.
     pub fn matches(&self, text: &str) -> bool {
         let signal = self.signal.as_str();
@@ -136,7 +153,8 @@ impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.signal.as_str())?;
         if let Some(detail) = &self.detail {
-            write!(f, ":{detail}")?;
+            f.write_str(":")?;
+            f.write_str(detail)?;
         }
         Ok(())
     }
@@ -192,6 +210,23 @@ impl Reasons {
         self.len == 0
     }
 
+    /// Length in bytes of the comma-separated text form (`in_app:whatsapp,deep_link_no_referrer`),
+    /// so a buffer can be sized once.
+    pub fn text_len(&self) -> usize {
+        let items: usize = self.iter().map(Reason::text_len).sum();
+        items + self.len.saturating_sub(1)
+    }
+
+    /// Appends the comma-separated text form, the one `Display` prints, without the formatter.
+    pub fn push_text(&self, out: &mut String) {
+        for (i, reason) in self.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            reason.push_text(out);
+        }
+    }
+
     /// True when one reason prints as `text`, e.g. `contains("in_app:whatsapp")`.
     pub fn contains(&self, text: &str) -> bool {
         self.iter().any(|r| r.matches(text))
@@ -218,5 +253,45 @@ impl fmt::Display for Reasons {
 impl Serialize for Reasons {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_seq(self.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reasons(items: &[(Signal, Option<&str>)]) -> Reasons {
+        let mut reasons = Reasons::default();
+        for (signal, detail) in items {
+            reasons.push(*signal, detail.map(Name::new));
+        }
+        reasons
+    }
+
+    /// `push_text` and `text_len` agree with `Display`, the form the headers and spans show.
+    #[test]
+    fn text_form_matches_display_and_its_length() {
+        let cases: [&[(Signal, Option<&str>)]; 4] = [
+            &[],
+            &[(Signal::NoReferrer, None)],
+            &[(Signal::PreviewBot, Some("whatsapp"))],
+            &[
+                (Signal::PreviewBot, Some("whatsapp")),
+                (Signal::DeepLinkNoReferrer, None),
+                (Signal::UtmSource, Some("newsletter")),
+            ],
+        ];
+        for items in cases {
+            let reasons = reasons(items);
+            let mut text = String::new();
+            reasons.push_text(&mut text);
+            assert_eq!(text, reasons.to_string());
+            assert_eq!(reasons.text_len(), text.len(), "{text}");
+        }
+        let full = reasons(&[(Signal::NoReferrer, None); MAX_REASONS + 2]);
+        let mut text = String::new();
+        full.push_text(&mut text);
+        assert_eq!(text.matches("no_referrer").count(), MAX_REASONS);
+        assert_eq!(full.text_len(), text.len());
     }
 }

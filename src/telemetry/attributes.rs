@@ -5,7 +5,6 @@
 //! semantic conventions, plus darklight's own `darklight.*` namespace.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use opentelemetry::{Key, KeyValue, Value};
@@ -202,16 +201,11 @@ pub fn classification_attributes(
         keys::CONFIDENCE,
         round_confidence(classification.confidence),
     ));
-    if !classification.reasons.is_empty() {
-        let mut reasons = String::with_capacity(16 * classification.reasons.len());
-        for (i, reason) in classification.reasons.iter().enumerate() {
-            if i > 0 {
-                reasons.push(',');
-            }
-            // Writing to a String cannot fail.
-            let _ = write!(reasons, "{reason}");
-        }
-        out.push(KeyValue::new(keys::REASONS, reasons));
+    let reasons = &classification.reasons;
+    if !reasons.is_empty() {
+        let mut text = String::with_capacity(reasons.text_len());
+        reasons.push_text(&mut text);
+        out.push(KeyValue::new(keys::REASONS, text));
     }
 
     let campaign = &classification.campaign;
