@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::app::{PreparedState, StateHandle};
+use super::app::{PreparedState, ProxyState, StateHandle};
 use super::plugin::EngineHandle;
 use super::tls::CertStore;
 use crate::admin::metrics::Metrics;
@@ -49,8 +49,8 @@ impl HealthChecks {
 #[async_trait]
 impl BackgroundService for HealthChecks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut last_run: HashMap<String, Instant> = HashMap::new();
-        let mut first_seen: HashMap<String, Instant> = HashMap::new();
+        let mut schedule = ProbeSchedule::default();
+        let mut checked: Option<Arc<ProxyState>> = None;
         let mut tick = tokio::time::interval(HEALTH_TICK);
         loop {
             tokio::select! {
@@ -58,25 +58,75 @@ impl BackgroundService for HealthChecks {
                 _ = shutdown.changed() => return,
             }
             let state = self.state.load_full();
+            if !checked
+                .as_ref()
+                .is_some_and(|last| Arc::ptr_eq(last, &state))
+            {
+                schedule.retain(|name| {
+                    state.sites.iter().any(|site| {
+                        site.name == name && site.pool.health_check_interval().is_some()
+                    })
+                });
+                checked = Some(Arc::clone(&state));
+            }
             for site in &state.sites {
                 let Some(interval) = site.pool.health_check_interval() else {
                     continue;
                 };
-                let due = match last_run.get(&site.name) {
-                    Some(at) => at.elapsed() >= interval,
-                    None => {
-                        let seen = first_seen
-                            .entry(site.name.clone())
-                            .or_insert_with(Instant::now);
-                        seen.elapsed() >= interval.min(FIRST_CHECK_DELAY)
-                    }
-                };
-                if due {
-                    last_run.insert(site.name.clone(), Instant::now());
+                if schedule.due(&site.name, interval, Instant::now()) {
+                    schedule.ran(&site.name, Instant::now());
                     site.pool.run_health_check().await;
                 }
             }
         }
+    }
+}
+
+/// When each site's next probe is due: an interval after its last probe, or, before its first,
+/// [`FIRST_CHECK_DELAY`] (at most the interval) after the site was first seen.
+#[derive(Debug, Default)]
+struct ProbeSchedule {
+    sites: HashMap<String, Probed>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Probed {
+    /// Not yet probed; configured since then.
+    Never { seen: Instant },
+    /// Last probed then.
+    At(Instant),
+}
+
+impl ProbeSchedule {
+    /// True when `site`, probed every `interval`, is due at `now`. A site seen for the first
+    /// time starts its first delay now.
+    fn due(&mut self, site: &str, interval: Duration, now: Instant) -> bool {
+        let first_delay = interval.min(FIRST_CHECK_DELAY);
+        match self.sites.get(site) {
+            Some(Probed::At(at)) => now.saturating_duration_since(*at) >= interval,
+            Some(Probed::Never { seen }) => now.saturating_duration_since(*seen) >= first_delay,
+            None => {
+                self.sites
+                    .insert(site.to_owned(), Probed::Never { seen: now });
+                first_delay.is_zero()
+            }
+        }
+    }
+
+    /// Records that `site` was probed at `now`.
+    fn ran(&mut self, site: &str, now: Instant) {
+        match self.sites.get_mut(site) {
+            Some(probed) => *probed = Probed::At(now),
+            None => {
+                self.sites.insert(site.to_owned(), Probed::At(now));
+            }
+        }
+    }
+
+    /// Forgets the sites no longer checked: the map stays as small as the configuration, and a
+    /// site added back by a later reload waits its first delay again.
+    fn retain(&mut self, checked: impl Fn(&str) -> bool) {
+        self.sites.retain(|name, _| checked(name));
     }
 }
 
@@ -261,5 +311,63 @@ impl BackgroundService for Reloader {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_secs(5);
+
+    #[test]
+    fn first_probe_waits_the_first_delay_then_every_interval() {
+        let mut schedule = ProbeSchedule::default();
+        let start = Instant::now();
+        assert!(!schedule.due("news", INTERVAL, start));
+        assert!(!schedule.due("news", INTERVAL, start + FIRST_CHECK_DELAY / 2));
+        assert!(schedule.due("news", INTERVAL, start + FIRST_CHECK_DELAY));
+        let probed = start + FIRST_CHECK_DELAY;
+        schedule.ran("news", probed);
+        assert!(!schedule.due("news", INTERVAL, probed + INTERVAL / 2));
+        assert!(schedule.due("news", INTERVAL, probed + INTERVAL));
+    }
+
+    #[test]
+    fn an_interval_shorter_than_the_first_delay_bounds_it() {
+        let mut schedule = ProbeSchedule::default();
+        let start = Instant::now();
+        let short = FIRST_CHECK_DELAY / 4;
+        assert!(!schedule.due("news", short, start));
+        assert!(schedule.due("news", short, start + short));
+        assert!(schedule.due("zero", Duration::ZERO, start));
+    }
+
+    #[test]
+    fn a_site_removed_and_added_back_waits_its_first_delay_again() {
+        let mut schedule = ProbeSchedule::default();
+        let start = Instant::now();
+        assert!(!schedule.due("news", INTERVAL, start));
+        assert!(!schedule.due("shop", INTERVAL, start));
+        schedule.ran("news", start + FIRST_CHECK_DELAY);
+        schedule.ran("shop", start + FIRST_CHECK_DELAY);
+
+        // A reload removes "news"; "shop" stays.
+        schedule.retain(|name| name == "shop");
+        assert_eq!(schedule.sites.len(), 1);
+
+        // Added back long after its last probe: a fresh first delay, not an immediate probe.
+        let back = start + INTERVAL * 10;
+        assert!(!schedule.due("news", INTERVAL, back));
+        assert!(schedule.due("news", INTERVAL, back + FIRST_CHECK_DELAY));
+        assert!(schedule.due("shop", INTERVAL, back));
+    }
+
+    #[test]
+    fn a_clock_reading_before_the_last_probe_is_not_due() {
+        let mut schedule = ProbeSchedule::default();
+        let now = Instant::now() + INTERVAL;
+        schedule.ran("news", now);
+        assert!(!schedule.due("news", INTERVAL, now - Duration::from_secs(1)));
     }
 }
