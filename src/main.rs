@@ -36,7 +36,8 @@ enum Command {
         #[arg(long)]
         upgrade: bool,
     },
-    /// Validate a configuration file and print a summary; exits non-zero when it is invalid.
+    /// Validate a configuration file (and, with telemetry on, the `OTEL_*` variables) and print a
+    /// summary; exits non-zero when it is invalid.
     Check {
         /// The YAML configuration file.
         #[arg(short, long)]
@@ -138,6 +139,17 @@ fn check(path: &Path) -> Result<ExitCode> {
     // Compile everything `run` would (rules, attribution, upstream resolution) short of binding.
     if let Err(error) = darklight::proxy::app::PreparedState::new(&config) {
         report(format_args!("{}: {error}", path.display()));
+        return Ok(ExitCode::FAILURE);
+    }
+    // The `OTEL_*` variables `run` would read with this file: a bad one fails here, not at start.
+    if config.telemetry.enabled
+        && let Err(error) = darklight::telemetry::settings::resolve(
+            &config.telemetry,
+            |name| std::env::var(name).ok(),
+            None,
+        )
+    {
+        report(format_args!("{}: telemetry: {error}", path.display()));
         return Ok(ExitCode::FAILURE);
     }
     let mut out = std::io::stdout().lock();

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{darklight, data};
+use common::{darklight, darklight_with_env, data};
 
 /// Compares `actual` with the golden file `tests/data/cli/NAME`; `UPDATE_GOLDEN=1` rewrites it.
 fn assert_golden(name: &str, actual: &str) {
@@ -120,6 +120,31 @@ mod check_errors {
 
 mod check_summaries {
     use super::*;
+
+    /// With telemetry on, `check` reads the `OTEL_*` variables as `run` would: a bad one is an
+    /// error naming the variable, its value and the values allowed.
+    #[test]
+    fn a_bad_otel_variable_fails_the_check() {
+        let path = "tests/data/config/telemetry.yaml";
+        let (code, stdout, stderr) = darklight_with_env(
+            &["check", "--config", path],
+            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "carrier-pigeon")],
+        );
+        assert_eq!(code, 1, "stdout: {stdout}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert!(stderr.starts_with(path), "{stderr}");
+        assert_golden("check-bad-otel-variable.txt", &stderr);
+
+        let (code, stdout, stderr) = darklight_with_env(
+            &["check", "--config", path],
+            &[("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf")],
+        );
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stdout.starts_with(&format!("{path}: configuration is valid")),
+            "{stdout}"
+        );
+    }
 
     #[test]
     fn two_sites() {

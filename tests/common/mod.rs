@@ -516,8 +516,14 @@ pub fn data(path: &str) -> PathBuf {
 
 /// Runs the darklight binary with arguments, returning (exit code, stdout, stderr).
 pub fn darklight(args: &[&str]) -> (i32, String, String) {
+    darklight_with_env(args, &[])
+}
+
+/// Like [`darklight`], with these environment variables set.
+pub fn darklight_with_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_darklight"))
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .unwrap();
