@@ -191,15 +191,18 @@ impl GrpcCollector {
 struct HttpCollector {
     port: u16,
     spans: Store,
-    /// Every export request (its body included), refused or not.
+    /// Every export request (its body included), refused or not, with when it arrived.
     requests: Arc<Mutex<Vec<common::Received>>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 /// How an [`HttpCollector`] answers.
 #[derive(Debug, Clone, Copy, Default)]
 struct HttpBehaviour {
-    /// Exports answered `503 Service Unavailable` (and not stored) before the first accepted.
+    /// Exports refused (and not stored) before the first accepted.
     refuse_first: usize,
+    /// The response head of a refusal; `503 Service Unavailable` when `None`.
+    refusal: Option<&'static str>,
     /// Accepted exports report rejected spans ("partial success").
     partial_success: bool,
 }
@@ -215,18 +218,25 @@ impl HttpCollector {
         let port = listener.local_addr().unwrap().port();
         let spans = Store::default();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let (store, seen) = (Arc::clone(&spans), Arc::clone(&requests));
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (store, seen, times) = (
+            Arc::clone(&spans),
+            Arc::clone(&requests),
+            Arc::clone(&arrivals),
+        );
         thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                let (store, seen) = (Arc::clone(&store), Arc::clone(&seen));
-                thread::spawn(move || serve_otlp_http(stream, &store, &seen, behaviour));
+                let (store, seen, times) =
+                    (Arc::clone(&store), Arc::clone(&seen), Arc::clone(&times));
+                thread::spawn(move || serve_otlp_http(stream, &store, &seen, &times, behaviour));
             }
         });
         HttpCollector {
             port,
             spans,
             requests,
+            arrivals,
         }
     }
 
@@ -240,6 +250,7 @@ fn serve_otlp_http(
     stream: TcpStream,
     store: &Store,
     requests: &Mutex<Vec<common::Received>>,
+    arrivals: &Mutex<Vec<Instant>>,
     behaviour: HttpBehaviour,
 ) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
@@ -254,10 +265,13 @@ fn serve_otlp_http(
         let seen = {
             let mut requests = requests.lock().unwrap();
             requests.push(received);
+            arrivals.lock().unwrap().push(Instant::now());
             requests.len()
         };
         if seen <= behaviour.refuse_first {
-            let head = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+            let head = behaviour
+                .refusal
+                .unwrap_or("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n");
             if writer.write_all(head.as_bytes()).is_err() {
                 return;
             }
@@ -669,6 +683,78 @@ fn exporting_quickly(
     )
 }
 
+/// A `429` with `Retry-After: 1` holds the batch a second, not the backoff's 100 ms, then sends
+/// it again.
+#[test]
+fn http_export_waits_as_long_as_the_collector_asks() {
+    let collector = HttpCollector::start_on(
+        0,
+        HttpBehaviour {
+            refuse_first: 1,
+            refusal: Some(
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
+            ),
+            ..HttpBehaviour::default()
+        },
+    );
+    let upstream = Upstream::start("app");
+    let proxy = exporting_quickly(
+        &upstream,
+        "http",
+        collector.port,
+        ("OTEL_SERVICE_NAME", "edge"),
+    );
+    assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
+    let spans = wait_for_spans(&collector.spans, 1);
+    span_for(&spans, "/articles/one");
+    let arrivals = collector.arrivals.lock().unwrap().clone();
+    assert!(arrivals.len() >= 2, "{} export requests", arrivals.len());
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(950),
+        "sent again after {gap:?}"
+    );
+    assert!(
+        !proxy.logs().contains("span export failed"),
+        "{}",
+        proxy.logs()
+    );
+}
+
+/// A `Retry-After` past the export timeout fails that batch at once, with the wait in the log,
+/// and the exporter goes on with the next batch instead of sleeping an hour.
+#[test]
+fn http_export_gives_up_a_batch_when_the_wait_is_past_the_timeout() {
+    let collector = HttpCollector::start_on(
+        0,
+        HttpBehaviour {
+            refuse_first: 1,
+            refusal: Some(
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n",
+            ),
+            ..HttpBehaviour::default()
+        },
+    );
+    let upstream = Upstream::start("app");
+    let proxy = exporting_quickly(
+        &upstream,
+        "http",
+        collector.port,
+        ("OTEL_SERVICE_NAME", "edge"),
+    );
+    assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
+    proxy.wait_for_log("asked to retry after 3600 s");
+    assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
+    let spans = wait_for_spans(&collector.spans, 1);
+    span_for(&spans, "/articles/two");
+    assert!(
+        spans
+            .iter()
+            .all(|s| !format!("{s:?}").contains("/articles/one")),
+        "the refused batch was not dropped: {spans:#?}"
+    );
+}
+
 #[test]
 fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
     let collector = HttpCollector::start_on(
@@ -676,6 +762,7 @@ fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
         HttpBehaviour {
             refuse_first: 1,
             partial_success: true,
+            ..HttpBehaviour::default()
         },
     );
     let upstream = Upstream::start("app");

@@ -60,6 +60,8 @@ pub(crate) struct OtlpExporter {
     transport: Transport,
     resource: Resource,
     pacing: Option<Pacing>,
+    /// The time one export may take, retries included (the guard enforces it).
+    timeout: Duration,
 }
 
 enum Transport {
@@ -142,6 +144,7 @@ impl OtlpExporter {
             transport,
             resource: Resource::builder_empty().build(),
             pacing: None,
+            timeout,
         })
     }
 
@@ -191,7 +194,7 @@ impl OtlpExporter {
                     .map_err(|e| Failure::transient(format!("collector unreachable: {e}")))?;
                 let status = response.status();
                 if !status.is_success() {
-                    return Err(Failure::from_http(status));
+                    return Err(Failure::from_http(status, response.headers()));
                 }
                 response.into_body()
             }
@@ -212,13 +215,28 @@ impl SpanExporter for OtlpExporter {
         encode_export_request_paced(&batch, &self.resource, &mut body, SLICE, &mut pause);
         release_in_slices(batch, SLICE, pause);
         let body = Bytes::from(body);
+        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
             match self.send(body.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(failure) if failure.transient && attempt < MAX_ATTEMPTS => {
-                    tokio::time::sleep(delay).await;
+                    // The collector's own `Retry-After` wins over the backoff. A wait that ends
+                    // past the export's timeout fails the batch now rather than at the timeout.
+                    let wait = match failure.retry_after {
+                        Some(wait) if tokio::time::Instant::now() + wait >= deadline => {
+                            return Err(OTelSdkError::InternalFailure(format!(
+                                "{}; it asked to retry after {} s, past the export timeout ({} ms)",
+                                failure.message,
+                                wait.as_secs(),
+                                self.timeout.as_millis()
+                            )));
+                        }
+                        Some(wait) => wait,
+                        None => delay,
+                    };
+                    tokio::time::sleep(wait).await;
                     delay *= 2;
                     attempt += 1;
                 }
@@ -232,11 +250,12 @@ impl SpanExporter for OtlpExporter {
     }
 }
 
-/// A failed send, and whether trying again may succeed.
+/// A failed send, whether trying again may succeed, and when the collector asked for it.
 #[derive(Debug)]
 struct Failure {
     message: String,
     transient: bool,
+    retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -244,6 +263,7 @@ impl Failure {
         Failure {
             message,
             transient: true,
+            retry_after: None,
         }
     }
 
@@ -263,16 +283,38 @@ impl Failure {
         Failure {
             message: format!("collector refused the export: {status}"),
             transient,
+            retry_after: None,
         }
     }
 
-    /// The HTTP statuses OTLP lists as retryable.
-    fn from_http(status: http::StatusCode) -> Failure {
+    /// The HTTP statuses OTLP lists as retryable, with the response's `Retry-After`.
+    fn from_http(status: http::StatusCode, headers: &http::HeaderMap) -> Failure {
+        let transient = matches!(status.as_u16(), 429 | 502 | 503 | 504);
         Failure {
             message: format!("collector refused the export: HTTP {status}"),
-            transient: matches!(status.as_u16(), 429 | 502 | 503 | 504),
+            transient,
+            retry_after: if transient {
+                retry_after(headers)
+            } else {
+                None
+            },
         }
     }
+}
+
+/// A `Retry-After` in seconds (`Retry-After: 30`). The HTTP-date form, and anything else, is
+/// ignored: the exponential backoff applies instead.
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let text = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Digits only, so parsing fails only on overflow: a wait that long is past any timeout.
+    Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)))
 }
 
 fn log_partial_success(response: &[u8]) {
@@ -343,6 +385,56 @@ mod tests {
     impl Drop for Counted<'_> {
         fn drop(&mut self) {
             self.dropped.set(self.dropped.get() + 1);
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_delay_seconds_only() {
+        for (value, expected) in [
+            (Some("30"), Some(30)),
+            (Some(" 2 "), Some(2)),
+            (Some("0"), Some(0)),
+            (Some("99999999999999999999999"), Some(u64::MAX)),
+            (Some("Wed, 21 Oct 2026 07:28:00 GMT"), None),
+            (Some("-5"), None),
+            (Some("1.5"), None),
+            (Some(""), None),
+            (None, None),
+        ] {
+            let mut headers = http::HeaderMap::new();
+            if let Some(value) = value {
+                headers.insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from_static(value),
+                );
+            }
+            assert_eq!(
+                retry_after(&headers),
+                expected.map(Duration::from_secs),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_retryable_statuses_keep_their_retry_after() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("7"),
+        );
+        for (status, transient) in [
+            (429, true),
+            (503, true),
+            (502, true),
+            (400, false),
+            (500, false),
+        ] {
+            let status = http::StatusCode::from_u16(status).unwrap_or_default();
+            let failure = Failure::from_http(status, &headers);
+            assert_eq!(failure.transient, transient, "{status}");
+            let expected = transient.then_some(Duration::from_secs(7));
+            assert_eq!(failure.retry_after, expected, "{status}");
         }
     }
 
