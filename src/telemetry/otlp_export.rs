@@ -215,26 +215,22 @@ impl SpanExporter for OtlpExporter {
         encode_export_request_paced(&batch, &self.resource, &mut body, SLICE, &mut pause);
         release_in_slices(batch, SLICE, pause);
         let body = Bytes::from(body);
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let started = tokio::time::Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
             match self.send(body.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(failure) if failure.transient && attempt < MAX_ATTEMPTS => {
-                    // The collector's own `Retry-After` wins over the backoff. A wait that ends
-                    // past the export's timeout fails the batch now rather than at the timeout.
-                    let wait = match failure.retry_after {
-                        Some(wait) if tokio::time::Instant::now() + wait >= deadline => {
-                            return Err(OTelSdkError::InternalFailure(format!(
-                                "{}; it asked to retry after {} s, past the export timeout ({} ms)",
-                                failure.message,
-                                wait.as_secs(),
-                                self.timeout.as_millis()
-                            )));
-                        }
-                        Some(wait) => wait,
-                        None => delay,
+                    let Some(wait) =
+                        retry_wait(failure.retry_after, delay, started.elapsed(), self.timeout)
+                    else {
+                        return Err(OTelSdkError::InternalFailure(format!(
+                            "{}; it asked to retry after {} s, past the export timeout ({} ms)",
+                            failure.message,
+                            failure.retry_after.unwrap_or_default().as_secs(),
+                            self.timeout.as_millis()
+                        )));
                     };
                     tokio::time::sleep(wait).await;
                     delay *= 2;
@@ -247,6 +243,22 @@ impl SpanExporter for OtlpExporter {
 
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.clone();
+    }
+}
+
+/// The pause before the next attempt: the collector's `Retry-After` when it sent one, else the
+/// backoff's `delay`. `None` when the collector's wait would end past the export's `timeout`
+/// (`elapsed` already spent): failing the batch now beats failing it at the timeout.
+fn retry_wait(
+    retry_after: Option<Duration>,
+    delay: Duration,
+    elapsed: Duration,
+    timeout: Duration,
+) -> Option<Duration> {
+    match retry_after {
+        Some(wait) if elapsed.saturating_add(wait) >= timeout => None,
+        Some(wait) => Some(wait),
+        None => Some(delay),
     }
 }
 
@@ -412,6 +424,28 @@ mod tests {
                 retry_after(&headers),
                 expected.map(Duration::from_secs),
                 "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_wait_prefers_the_collectors_and_gives_up_past_the_timeout() {
+        let ms = Duration::from_millis;
+        let secs = Duration::from_secs;
+        // (Retry-After, backoff, elapsed, timeout, wait)
+        for (retry_after, delay, elapsed, timeout, wait) in [
+            (None, ms(100), ms(0), secs(10), Some(ms(100))),
+            (None, ms(400), secs(9), secs(10), Some(ms(400))),
+            (Some(secs(2)), ms(100), ms(0), secs(10), Some(secs(2))),
+            (Some(secs(0)), ms(100), ms(0), secs(10), Some(secs(0))),
+            (Some(secs(2)), ms(100), secs(8), secs(10), None),
+            (Some(secs(10)), ms(100), ms(0), secs(10), None),
+            (Some(secs(u64::MAX)), ms(100), ms(1), secs(10), None),
+        ] {
+            assert_eq!(
+                retry_wait(retry_after, delay, elapsed, timeout),
+                wait,
+                "{retry_after:?} after {elapsed:?} of {timeout:?}"
             );
         }
     }
