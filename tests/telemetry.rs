@@ -683,17 +683,16 @@ fn exporting_quickly(
     )
 }
 
-/// A `429` with `Retry-After: 1` holds the batch a second, not the backoff's 100 ms, then sends
-/// it again.
-#[test]
-fn http_export_waits_as_long_as_the_collector_asks() {
+/// darklight exporting over HTTP to a collector that refuses the first export with the
+/// response head `refusal`, and the upstream it serves.
+fn exporting_to_a_refusing_collector(
+    refusal: &'static str,
+) -> (HttpCollector, Upstream, Darklight) {
     let collector = HttpCollector::start_on(
         0,
         HttpBehaviour {
             refuse_first: 1,
-            refusal: Some(
-                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
-            ),
+            refusal: Some(refusal),
             ..HttpBehaviour::default()
         },
     );
@@ -703,6 +702,16 @@ fn http_export_waits_as_long_as_the_collector_asks() {
         "http",
         collector.port,
         ("OTEL_SERVICE_NAME", "edge"),
+    );
+    (collector, upstream, proxy)
+}
+
+/// A `429` with `Retry-After: 1` holds the batch a second, not the backoff's 100 ms, then sends
+/// it again.
+#[test]
+fn http_export_waits_as_long_as_the_collector_asks() {
+    let (collector, _upstream, proxy) = exporting_to_a_refusing_collector(
+        "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
     let spans = wait_for_spans(&collector.spans, 1);
@@ -725,22 +734,8 @@ fn http_export_waits_as_long_as_the_collector_asks() {
 /// and the exporter goes on with the next batch instead of sleeping an hour.
 #[test]
 fn http_export_gives_up_a_batch_when_the_wait_is_past_the_timeout() {
-    let collector = HttpCollector::start_on(
-        0,
-        HttpBehaviour {
-            refuse_first: 1,
-            refusal: Some(
-                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n",
-            ),
-            ..HttpBehaviour::default()
-        },
-    );
-    let upstream = Upstream::start("app");
-    let proxy = exporting_quickly(
-        &upstream,
-        "http",
-        collector.port,
-        ("OTEL_SERVICE_NAME", "edge"),
+    let (collector, _upstream, proxy) = exporting_to_a_refusing_collector(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
     proxy.wait_for_log("asked to retry after 3600 s");
