@@ -206,6 +206,8 @@ impl OtlpExporter {
 
 impl SpanExporter for OtlpExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        // The guard's timeout counts from here, encoding included.
+        let started = tokio::time::Instant::now();
         let mut body = Vec::new();
         let mut pause = || {
             if let Some(pacing) = &self.pacing {
@@ -215,7 +217,6 @@ impl SpanExporter for OtlpExporter {
         encode_export_request_paced(&batch, &self.resource, &mut body, SLICE, &mut pause);
         release_in_slices(batch, SLICE, pause);
         let body = Bytes::from(body);
-        let started = tokio::time::Instant::now();
         let mut delay = FIRST_RETRY_DELAY;
         let mut attempt = 1;
         loop {
