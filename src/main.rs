@@ -36,8 +36,8 @@ enum Command {
         #[arg(long)]
         upgrade: bool,
     },
-    /// Validate a configuration file (and, with telemetry on, the `OTEL_*` variables) and print a
-    /// summary; exits non-zero when it is invalid.
+    /// Validate a configuration file (and, with telemetry on, the `OTEL_*` variables and the
+    /// collector's TLS files) and print a summary; exits non-zero when it is invalid.
     Check {
         /// The YAML configuration file.
         #[arg(short, long)]
@@ -142,12 +142,9 @@ fn check(path: &Path) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     // The `OTEL_*` variables `run` would read with this file: a bad one fails here, not at start.
+    // The collector's TLS files too: a wrong path fails here, with the file named.
     if config.telemetry.enabled
-        && let Err(error) = darklight::telemetry::settings::resolve(
-            &config.telemetry,
-            |name| std::env::var(name).ok(),
-            None,
-        )
+        && let Err(error) = check_telemetry(&config.telemetry)
     {
         report(format_args!("{}: telemetry: {error}", path.display()));
         return Ok(ExitCode::FAILURE);
@@ -155,6 +152,16 @@ fn check(path: &Path) -> Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     write_summary(&mut out, path, &config)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves the telemetry settings as `run` would and reads the collector's TLS files.
+fn check_telemetry(telemetry: &darklight::telemetry::TelemetryConfig) -> Result<()> {
+    use darklight::telemetry::settings::{ExporterSettings, resolve};
+    let settings = resolve(telemetry, |name| std::env::var(name).ok(), None)?;
+    if let ExporterSettings::Otlp { endpoint, tls, .. } = &settings.exporter {
+        darklight::telemetry::CollectorTls::for_endpoint(endpoint, tls)?;
+    }
+    Ok(())
 }
 
 /// The `check` summary: enough for a sysadmin to see what will be served where.

@@ -146,6 +146,52 @@ mod check_summaries {
         );
     }
 
+    /// For an `https://` collector, `check` reads the TLS files `run` would: a missing one is
+    /// an error naming it. For a plain `http://` collector they are not used, so not read.
+    #[test]
+    fn an_unreadable_collector_certificate_fails_the_check() {
+        let path = "tests/data/config/telemetry.yaml";
+        let certificate = (
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "tests/data/no-such-ca.pem",
+        );
+        let (code, stdout, stderr) = darklight_with_env(
+            &["check", "--config", path],
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "https://collector.example:4317",
+                ),
+                certificate,
+            ],
+        );
+        assert_eq!(code, 1, "stdout: {stdout}");
+        assert!(stdout.is_empty(), "{stdout}");
+        assert_golden("check-missing-otlp-certificate.txt", &stderr);
+
+        let (code, _, stderr) = darklight_with_env(
+            &["check", "--config", path],
+            &[
+                (
+                    "OTEL_EXPORTER_OTLP_ENDPOINT",
+                    "http://collector.example:4317",
+                ),
+                certificate,
+            ],
+        );
+        assert_eq!(code, 0, "{stderr}");
+
+        let (code, _, stderr) = darklight_with_env(
+            &["check", "--config", path],
+            &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/etc/darklight/client.key")],
+        );
+        assert_eq!(code, 1);
+        assert!(
+            stderr.contains("mutual TLS needs a client certificate and its key"),
+            "{stderr}"
+        );
+    }
+
     #[test]
     fn two_sites() {
         let (code, stdout, stderr) =

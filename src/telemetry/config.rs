@@ -101,6 +101,18 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     /// How long one export may take; `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` when unset, else 10s.
     pub timeout: Option<HumanDuration>,
+    /// PEM file of the certificate authorities trusted for an `https://` collector, instead of
+    /// the system's; `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE` when unset.
+    #[serde(deserialize_with = "optional_non_empty")]
+    pub certificate: Option<String>,
+    /// PEM file of the certificate darklight presents to the collector (mutual TLS);
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE` when unset. Needs `client_key`.
+    #[serde(deserialize_with = "optional_non_empty")]
+    pub client_certificate: Option<String>,
+    /// PEM file of that certificate's private key;
+    /// `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` when unset.
+    #[serde(deserialize_with = "optional_non_empty")]
+    pub client_key: Option<String>,
 }
 
 /// A sampler, named as in `OTEL_TRACES_SAMPLER`.

@@ -20,6 +20,8 @@ pub mod attributes;
 #[cfg(feature = "telemetry")]
 mod otlp_export;
 #[cfg(feature = "telemetry")]
+pub mod otlp_tls;
+#[cfg(feature = "telemetry")]
 pub mod otlp_wire;
 #[cfg(feature = "telemetry")]
 mod pipeline;
@@ -34,6 +36,8 @@ pub use config::{
     AttributeConfig, BatchConfig, ClientAddressMode, ExporterKind, OtlpConfig, OtlpProtocol,
     RouteConfig, SamplerKind, TelemetryConfig, TraceContextMode,
 };
+#[cfg(feature = "telemetry")]
+pub use otlp_tls::{CollectorTls, TlsError};
 #[cfg(feature = "telemetry")]
 pub use provider::{Telemetry, TelemetryError};
 #[cfg(feature = "telemetry")]

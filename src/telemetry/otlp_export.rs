@@ -20,12 +20,13 @@ use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use super::config::OtlpProtocol;
+use super::otlp_tls::CollectorTls;
 use super::otlp_wire::encode_export_request_paced;
 use super::pipeline::Pacing;
-use super::settings::CollectorHeaders;
+use super::settings::{CollectorHeaders, TlsFiles};
 
 /// The gRPC method of OTLP traces.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -70,7 +71,7 @@ enum Transport {
         metadata: tonic::metadata::MetadataMap,
     },
     Http {
-        client: Box<HyperClient>,
+        client: Box<dyn HttpClient>,
         uri: http::Uri,
         headers: http::HeaderMap,
     },
@@ -96,6 +97,7 @@ impl OtlpExporter {
         endpoint: &str,
         timeout: Duration,
         headers: &CollectorHeaders,
+        tls: &TlsFiles,
     ) -> Result<OtlpExporter, BuildError> {
         let mut header_map = http::HeaderMap::with_capacity(headers.0.len());
         for (name, value) in &headers.0 {
@@ -105,6 +107,11 @@ impl OtlpExporter {
                 .map_err(|e| BuildError(format!("header {name}: {e}")))?;
             header_map.append(name, value);
         }
+        let uri: http::Uri = endpoint
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| BuildError(e.to_string()))?;
+        let tls =
+            CollectorTls::for_endpoint(endpoint, tls).map_err(|e| BuildError(e.to_string()))?;
         let transport = match protocol {
             OtlpProtocol::Grpc => {
                 let mut builder = Endpoint::from_shared(endpoint.to_string())
@@ -113,9 +120,9 @@ impl OtlpExporter {
                     .connect_timeout(timeout)
                     .user_agent(USER_AGENT)
                     .map_err(|e| BuildError(e.to_string()))?;
-                if endpoint.starts_with("https://") {
+                if let Some(tls) = &tls {
                     builder = builder
-                        .tls_config(ClientTlsConfig::new().with_native_roots())
+                        .tls_config(tls.grpc())
                         .map_err(|e| BuildError(e.to_string()))?;
                 }
                 Transport::Grpc {
@@ -124,17 +131,19 @@ impl OtlpExporter {
                 }
             }
             OtlpProtocol::Http => {
-                let uri: http::Uri = endpoint
-                    .parse()
-                    .map_err(|e: http::uri::InvalidUri| BuildError(e.to_string()))?;
-                if uri.scheme_str() != Some("http") {
-                    return Err(BuildError(
-                        "http/protobuf export supports http:// endpoints; use grpc for https://"
-                            .to_string(),
-                    ));
-                }
+                let client: Box<dyn HttpClient> = match &tls {
+                    Some(tls) => {
+                        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                            .with_tls_config(tls.http())
+                            .https_only()
+                            .enable_http1()
+                            .build();
+                        Box::new(HyperClient::new(connector, timeout, None))
+                    }
+                    None => Box::new(HyperClient::with_default_connector(timeout, None)),
+                };
                 Transport::Http {
-                    client: Box::new(HyperClient::with_default_connector(timeout, None)),
+                    client,
                     uri,
                     headers: header_map,
                 }
@@ -162,7 +171,7 @@ impl OtlpExporter {
                 client
                     .ready()
                     .await
-                    .map_err(|e| Failure::transient(format!("collector unreachable: {e}")))?;
+                    .map_err(|e| Failure::transient(unreachable(&e)))?;
                 let mut request = tonic::Request::new(body);
                 *request.metadata_mut() = metadata.clone();
                 client
@@ -191,7 +200,7 @@ impl OtlpExporter {
                 let response = client
                     .send_bytes(request)
                     .await
-                    .map_err(|e| Failure::transient(format!("collector unreachable: {e}")))?;
+                    .map_err(|e| Failure::transient(unreachable(e.as_ref())))?;
                 let status = response.status();
                 if !status.is_success() {
                     return Err(Failure::from_http(status, response.headers()));
@@ -245,6 +254,20 @@ impl SpanExporter for OtlpExporter {
     fn set_resource(&mut self, resource: &Resource) {
         self.resource = resource.clone();
     }
+}
+
+/// "collector unreachable" with the error's causes: the clients' own messages ("transport
+/// error", "client error (Connect)") hide whether the address, the TLS handshake or the
+/// certificate failed.
+fn unreachable(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = format!("collector unreachable: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
 }
 
 /// The pause before the next attempt: the collector's `Retry-After` when it sent one, else the

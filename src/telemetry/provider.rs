@@ -108,6 +108,7 @@ impl Telemetry {
                 endpoint,
                 timeout,
                 headers,
+                tls,
             } => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -118,7 +119,7 @@ impl Telemetry {
                 let exporter = {
                     // tonic and hyper bind their background tasks to the runtime they are built in.
                     let _entered = rt.enter();
-                    OtlpExporter::new(*protocol, endpoint, *timeout, headers).map_err(|e| {
+                    OtlpExporter::new(*protocol, endpoint, *timeout, headers, tls).map_err(|e| {
                         TelemetryError::Exporter {
                             endpoint: endpoint.clone(),
                             reason: e.0,

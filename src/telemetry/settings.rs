@@ -13,6 +13,8 @@
 //! | endpoint | `otlp.endpoint` | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` (as is), `OTEL_EXPORTER_OTLP_ENDPOINT` (a base: `/v1/traces` is appended for `http`) | `http://localhost:4317`, or `http://localhost:4318/v1/traces` |
 //! | timeout | `otlp.timeout` | `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds) | 10 s |
 //! | headers | — | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,…`, values percent-encoded) | none |
+//! | certificate | `otlp.certificate` | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file) | the system's roots |
+//! | client identity | `otlp.client_certificate`, `otlp.client_key` | `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` | none |
 //! | compression | — | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (only `none`) | none |
 //! | sampler | `sampler` | `OTEL_TRACES_SAMPLER` | `parentbased_always_on` |
 //! | ratio | `sampler_ratio` | `OTEL_TRACES_SAMPLER_ARG` | 1.0 |
@@ -23,6 +25,7 @@
 //! appended; one with a path is used as written.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::{
@@ -47,6 +50,16 @@ pub enum SettingsError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Only one half of a client identity (certificate and key) is set.
+    #[error(
+        "otlp: mutual TLS needs a client certificate and its key, but only the {present} is set \
+         (otlp.client_certificate and otlp.client_key, or OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE \
+         and OTEL_EXPORTER_OTLP_CLIENT_KEY)"
+    )]
+    HalfClientIdentity {
+        /// `certificate` or `key`.
+        present: &'static str,
+    },
 }
 
 /// The exporter, fully resolved.
@@ -62,6 +75,8 @@ pub enum ExporterSettings {
         timeout: Duration,
         /// Extra request headers (gRPC metadata), such as the collector's authentication.
         headers: CollectorHeaders,
+        /// The PEM files TLS uses for an `https://` collector.
+        tls: TlsFiles,
     },
     /// JSON lines on standard output.
     Stdout,
@@ -80,6 +95,25 @@ impl fmt::Debug for CollectorHeaders {
             .entries(self.0.iter().map(|(name, _)| (name, "(hidden)")))
             .finish()
     }
+}
+
+/// PEM files for TLS to the collector; read when the exporter is built. Unused for an
+/// `http://` endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate authorities trusted instead of the system's.
+    pub certificate: Option<PathBuf>,
+    /// The client certificate and its private key, presented for mutual TLS.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    /// PEM certificate chain, the leaf first.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// The sampler, fully resolved.
@@ -215,6 +249,7 @@ pub fn resolve(
                 endpoint,
                 timeout,
                 headers,
+                tls: resolve_tls(config, &var)?,
             }
         }
     };
@@ -244,6 +279,62 @@ fn first_var(
     names
         .iter()
         .find_map(|name| var(name).map(|value| (*name, value)))
+}
+
+/// A file setting from the YAML, else from the first of `names` set in the environment.
+fn file_setting(
+    yaml: Option<&String>,
+    var: &impl Fn(&str) -> Option<String>,
+    names: &[&'static str],
+) -> Option<PathBuf> {
+    yaml.cloned()
+        .or_else(|| first_var(var, names).map(|(_, value)| value))
+        .map(PathBuf::from)
+}
+
+fn resolve_tls(
+    config: &TelemetryConfig,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<TlsFiles, SettingsError> {
+    let otlp = &config.otlp;
+    let certificate = file_setting(
+        otlp.certificate.as_ref(),
+        var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        ],
+    );
+    let client_certificate = file_setting(
+        otlp.client_certificate.as_ref(),
+        var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+        ],
+    );
+    let client_key = file_setting(
+        otlp.client_key.as_ref(),
+        var,
+        &[
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+        ],
+    );
+    let client_identity = match (client_certificate, client_key) {
+        (Some(certificate), Some(key)) => Some(ClientIdentity { certificate, key }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(SettingsError::HalfClientIdentity {
+                present: "certificate",
+            });
+        }
+        (None, Some(_)) => return Err(SettingsError::HalfClientIdentity { present: "key" }),
+    };
+    Ok(TlsFiles {
+        certificate,
+        client_identity,
+    })
 }
 
 fn resolve_endpoint(
@@ -453,6 +544,7 @@ mod tests {
                 endpoint: "http://localhost:4317".into(),
                 timeout: DEFAULT_TIMEOUT,
                 headers: CollectorHeaders::default(),
+                tls: TlsFiles::default(),
             }
         );
         assert_eq!(settings.sampler.kind, SamplerKind::ParentBasedAlwaysOn);
@@ -465,6 +557,108 @@ mod tests {
         assert_eq!(settings.trace_context, TraceContextMode::Continue);
     }
 
+    fn tls(settings: &TelemetrySettings) -> &TlsFiles {
+        match &settings.exporter {
+            ExporterSettings::Otlp { tls, .. } => tls,
+            other => panic!("not OTLP: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tls_files_precedence() {
+        let identity = |certificate: &str, key: &str| {
+            Some(ClientIdentity {
+                certificate: certificate.into(),
+                key: key.into(),
+            })
+        };
+        // (YAML, environment, trusted certificate, client identity)
+        type Case<'a> = (
+            &'a str,
+            &'a [(&'a str, &'a str)],
+            Option<&'a str>,
+            Option<ClientIdentity>,
+        );
+        let cases: Vec<Case<'_>> = vec![
+            ("{}", &[], None, None),
+            (
+                "otlp: {certificate: /etc/yaml-ca.pem}",
+                &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/env/ca.pem")],
+                Some("/etc/yaml-ca.pem"),
+                None,
+            ),
+            (
+                "{}",
+                &[
+                    ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/env/ca.pem"),
+                    (
+                        "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                        "/env/traces-ca.pem",
+                    ),
+                ],
+                Some("/env/traces-ca.pem"),
+                None,
+            ),
+            (
+                "otlp: {client_certificate: /y/c.pem, client_key: /y/k.pem}",
+                &[],
+                None,
+                identity("/y/c.pem", "/y/k.pem"),
+            ),
+            // Each half may come from its own place.
+            (
+                "otlp: {client_certificate: /y/c.pem}",
+                &[
+                    ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/env/c.pem"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/env/k.pem"),
+                    ("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/env/other-k.pem"),
+                ],
+                None,
+                identity("/y/c.pem", "/env/k.pem"),
+            ),
+            // Blank variables are unset.
+            (
+                "{}",
+                &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "  ")],
+                None,
+                None,
+            ),
+        ];
+        for (yaml, env, certificate, identity) in cases {
+            let settings = with_env(&parse(yaml), env).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+            let files = tls(&settings);
+            assert_eq!(
+                files.certificate.as_deref(),
+                certificate.map(std::path::Path::new),
+                "{yaml} {env:?}"
+            );
+            assert_eq!(files.client_identity, identity, "{yaml} {env:?}");
+        }
+    }
+
+    #[test]
+    fn half_a_client_identity_is_refused() {
+        for (yaml, env, present) in [
+            ("otlp: {client_certificate: /c.pem}", &[][..], "certificate"),
+            (
+                "{}",
+                &[("OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY", "/k.pem")][..],
+                "key",
+            ),
+        ] {
+            let error = with_env(&parse(yaml), env).unwrap_err();
+            assert_eq!(error, SettingsError::HalfClientIdentity { present });
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("only the {present} is set")),
+                "{error}"
+            );
+        }
+        let empty = serde_yaml::from_str::<TelemetryConfig>("otlp: {certificate: ''}");
+        assert!(empty.is_err(), "an empty path is refused while parsing");
+    }
+
     /// (YAML, environment, expected exporter)
     type EndpointCase<'a> = (&'a str, &'a [(&'a str, &'a str)], ExporterSettings);
 
@@ -475,6 +669,7 @@ mod tests {
             endpoint: endpoint.to_string(),
             timeout: Duration::from_millis(ms),
             headers: CollectorHeaders::default(),
+            tls: TlsFiles::default(),
         };
         let cases: Vec<EndpointCase<'_>> = vec![
             (
