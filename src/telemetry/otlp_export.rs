@@ -306,6 +306,12 @@ impl Failure {
     /// The gRPC codes OTLP lists as retryable.
     fn from_grpc(status: &tonic::Status) -> Failure {
         use tonic::Code;
+        // A status with a transport error as its source never came from the collector: the
+        // connection broke or closed during the call (a restart, a reset, a refused TLS
+        // handshake). tonic reports most of these as `Unknown`; no answer came, so it is the
+        // passing kind of failure that gRPC itself calls `UNAVAILABLE`.
+        let transport = std::error::Error::source(status)
+            .and_then(|source| source.downcast_ref::<tonic::transport::Error>());
         let transient = matches!(
             status.code(),
             Code::Cancelled
@@ -315,9 +321,13 @@ impl Failure {
                 | Code::OutOfRange
                 | Code::Unavailable
                 | Code::DataLoss
-        );
+        ) || (transport.is_some() && status.code() == Code::Unknown);
+        let message = match transport {
+            Some(transport) => unreachable(transport),
+            None => format!("collector refused the export: {status}"),
+        };
         Failure {
-            message: format!("collector refused the export: {status}"),
+            message,
             transient,
             retry_after: None,
         }
