@@ -217,5 +217,60 @@ fn otlp_encode(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, attributes, otlp_encode);
+/// gzip of an encoded batch whose trace and span ids are random, as real ones are (ids do not
+/// compress): at the fastest level, as `otlp.compression: gzip` sends OTLP/HTTP bodies, and at
+/// level 6, as tonic compresses gRPC messages.
+fn otlp_gzip(c: &mut Criterion) {
+    use std::io::Write as _;
+    let inputs = inputs();
+    let request = dark_social_request();
+    let mut spans = batch(&inputs, &request);
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut random = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for span in &mut spans {
+        let trace = (u128::from(random()) << 64) | u128::from(random());
+        span.span_context = SpanContext::new(
+            TraceId::from(trace),
+            SpanId::from(random()),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+    }
+    let resource = Resource::builder_empty()
+        .with_attributes([KeyValue::new("service.name", "darklight")])
+        .build();
+    let mut body = Vec::new();
+    encode_export_request(&spans, &resource, &mut body);
+    let gzip_at = |body: &[u8], level: flate2::Compression| {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::with_capacity(body.len() / 4), level);
+        for chunk in body.chunks(16 * 1024) {
+            encoder.write_all(chunk).unwrap();
+        }
+        encoder.finish().unwrap()
+    };
+    let (fast, six) = (flate2::Compression::fast(), flate2::Compression::new(6));
+    eprintln!(
+        "otlp_gzip: a {BATCH}-span batch of {} bytes gzips to {} bytes (fast), {} (level 6)",
+        body.len(),
+        gzip_at(&body, fast).len(),
+        gzip_at(&body, six).len()
+    );
+    let mut group = c.benchmark_group("otlp_gzip");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("fast", |b| b.iter(|| gzip_at(black_box(&body), fast).len()));
+    group.bench_function("level_6", |b| {
+        b.iter(|| gzip_at(black_box(&body), six).len())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, attributes, otlp_encode, otlp_gzip);
 criterion_main!(benches);

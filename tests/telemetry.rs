@@ -127,12 +127,15 @@ struct GrpcCollector {
     spans: Store,
     /// The `authorization` metadata of each export.
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    /// The `grpc-encoding` (message compression) of each export.
+    encodings: Arc<Mutex<Vec<Option<String>>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
 struct Service {
     spans: Store,
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
+    encodings: Arc<Mutex<Vec<Option<String>>>>,
 }
 
 #[tonic::async_trait]
@@ -147,6 +150,12 @@ impl TraceService for Service {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         self.authorizations.lock().unwrap().push(authorization);
+        let encoding = request
+            .metadata()
+            .get("grpc-encoding")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        self.encodings.lock().unwrap().push(encoding);
         self.spans
             .lock()
             .unwrap()
@@ -172,9 +181,11 @@ impl GrpcCollector {
         listener.set_nonblocking(true).unwrap();
         let spans = Store::default();
         let authorizations = Arc::default();
+        let encodings = Arc::default();
         let service = Service {
             spans: Arc::clone(&spans),
             authorizations: Arc::clone(&authorizations),
+            encodings: Arc::clone(&encodings),
         };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -183,7 +194,10 @@ impl GrpcCollector {
                 server = server.tls_config(tls).unwrap();
             }
             server
-                .add_service(TraceServiceServer::new(service))
+                .add_service(
+                    TraceServiceServer::new(service)
+                        .accept_compressed(tonic::codec::CompressionEncoding::Gzip),
+                )
                 .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener))
                 .await
                 .unwrap();
@@ -192,6 +206,7 @@ impl GrpcCollector {
             port,
             spans,
             authorizations,
+            encodings,
             _runtime: runtime,
         }
     }
@@ -294,7 +309,18 @@ fn serve_otlp_http(
             received.header("content-type").as_deref(),
             Some("application/x-protobuf")
         );
-        let request = ExportTraceServiceRequest::decode(received.body.as_slice()).unwrap();
+        let body = match received.header("content-encoding").as_deref() {
+            Some("gzip") => {
+                let mut decoded = Vec::new();
+                flate2::read::GzDecoder::new(received.body.as_slice())
+                    .read_to_end(&mut decoded)
+                    .unwrap();
+                decoded
+            }
+            None => received.body.clone(),
+            Some(other) => panic!("unexpected content-encoding {other}"),
+        };
+        let request = ExportTraceServiceRequest::decode(body.as_slice()).unwrap();
         let seen = {
             let mut requests = requests.lock().unwrap();
             requests.push(received);
@@ -693,6 +719,42 @@ fn export_recovers_when_the_collector_comes_back() {
             "no span exported after the collector came back"
         );
     }
+}
+
+/// `OTEL_EXPORTER_OTLP_COMPRESSION=gzip` compresses every export: the HTTP body (with
+/// `Content-Encoding: gzip`) and the gRPC messages (`grpc-encoding: gzip`).
+#[test]
+fn exports_are_gzipped_when_asked() {
+    let upstream = Upstream::start("app");
+    let gzip = ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip");
+
+    let collector = HttpCollector::start();
+    let proxy = exporting_quickly(&upstream, "http", collector.port, gzip);
+    assert_eq!(
+        get(proxy.port, "/articles/one", &[("User-Agent", PHONE)]).status,
+        200
+    );
+    let spans = wait_for_spans(&collector.spans, 1);
+    assert_eq!(
+        span_for(&spans, "/articles/one").attribute("user_agent.original"),
+        Some(PHONE)
+    );
+    for request in collector.requests.lock().unwrap().iter() {
+        assert_eq!(request.header("content-encoding").as_deref(), Some("gzip"));
+        assert!(request.body.starts_with(&[0x1f, 0x8b]), "not a gzip stream");
+    }
+    drop(proxy);
+
+    let collector = GrpcCollector::start();
+    let proxy = exporting_quickly(&upstream, "grpc", collector.port, gzip);
+    assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
+    let spans = wait_for_spans(&collector.spans, 1);
+    span_for(&spans, "/articles/two");
+    let encodings = collector.encodings.lock().unwrap().clone();
+    assert!(
+        !encodings.is_empty() && encodings.iter().all(|e| e.as_deref() == Some("gzip")),
+        "{encodings:?}"
+    );
 }
 
 /// A TCP relay on 127.0.0.1 to `target`. Its first connection is cut, without a response,

@@ -70,6 +70,29 @@ impl ExporterKind {
     }
 }
 
+/// How OTLP request bodies are compressed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpCompression {
+    /// Sent as encoded.
+    #[default]
+    None,
+    /// gzip: a batch shrinks several times, for some CPU on the export thread. For a collector
+    /// across a network that is paid by the byte.
+    Gzip,
+}
+
+impl OtlpCompression {
+    /// Parses an `OTEL_EXPORTER_OTLP_COMPRESSION` value.
+    pub fn parse(text: &str) -> Option<OtlpCompression> {
+        match text.trim() {
+            "none" => Some(OtlpCompression::None),
+            "gzip" => Some(OtlpCompression::Gzip),
+            _ => None,
+        }
+    }
+}
+
 /// The OTLP transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,6 +124,8 @@ pub struct OtlpConfig {
     pub endpoint: Option<String>,
     /// How long one export may take; `OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT` when unset, else 10s.
     pub timeout: Option<HumanDuration>,
+    /// `none` or `gzip`; `OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION` when unset, else `none`.
+    pub compression: Option<OtlpCompression>,
     /// PEM file of the certificate authorities trusted for an `https://` collector, instead of
     /// the system's; `OTEL_EXPORTER_OTLP_(TRACES_)CERTIFICATE` when unset.
     #[serde(deserialize_with = "optional_non_empty")]

@@ -33,8 +33,8 @@ pub mod span;
 pub mod stats;
 
 pub use config::{
-    AttributeConfig, BatchConfig, ClientAddressMode, ExporterKind, OtlpConfig, OtlpProtocol,
-    RouteConfig, SamplerKind, TelemetryConfig, TraceContextMode,
+    AttributeConfig, BatchConfig, ClientAddressMode, ExporterKind, OtlpCompression, OtlpConfig,
+    OtlpProtocol, RouteConfig, SamplerKind, TelemetryConfig, TraceContextMode,
 };
 #[cfg(feature = "telemetry")]
 pub use otlp_tls::{CollectorTls, TlsError};

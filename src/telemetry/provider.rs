@@ -108,6 +108,7 @@ impl Telemetry {
                 endpoint,
                 timeout,
                 headers,
+                compression,
                 tls,
             } => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -119,12 +120,11 @@ impl Telemetry {
                 let exporter = {
                     // tonic and hyper bind their background tasks to the runtime they are built in.
                     let _entered = rt.enter();
-                    OtlpExporter::new(*protocol, endpoint, *timeout, headers, tls).map_err(|e| {
-                        TelemetryError::Exporter {
+                    OtlpExporter::new(*protocol, endpoint, *timeout, headers, *compression, tls)
+                        .map_err(|e| TelemetryError::Exporter {
                             endpoint: endpoint.clone(),
                             reason: e.0,
-                        }
-                    })?
+                        })?
                 };
                 let exporter =
                     exporter.with_pacing(Pacing::new(Arc::clone(&depth), batch.max_queue_size));

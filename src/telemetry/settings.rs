@@ -15,7 +15,7 @@
 //! | headers | — | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,…`, values percent-encoded) | none |
 //! | certificate | `otlp.certificate` | `OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CERTIFICATE` (a PEM file) | the system's roots |
 //! | client identity | `otlp.client_certificate`, `otlp.client_key` | `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_KEY` | none |
-//! | compression | — | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (only `none`) | none |
+//! | compression | `otlp.compression` | `OTEL_EXPORTER_OTLP_TRACES_COMPRESSION`, `OTEL_EXPORTER_OTLP_COMPRESSION` (`none`, `gzip`) | `none` |
 //! | sampler | `sampler` | `OTEL_TRACES_SAMPLER` | `parentbased_always_on` |
 //! | ratio | `sampler_ratio` | `OTEL_TRACES_SAMPLER_ARG` | 1.0 |
 //! | `service.name` | `service_name` | `OTEL_SERVICE_NAME`, then `service.name` in `OTEL_RESOURCE_ATTRIBUTES` | `darklight` |
@@ -29,8 +29,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::config::{
-    ExporterKind, OtlpProtocol, SamplerKind, TelemetryConfig, TraceContextMode, check_endpoint,
-    check_ratio,
+    ExporterKind, OtlpCompression, OtlpProtocol, SamplerKind, TelemetryConfig, TraceContextMode,
+    check_endpoint, check_ratio,
 };
 
 /// Default export timeout.
@@ -75,6 +75,8 @@ pub enum ExporterSettings {
         timeout: Duration,
         /// Extra request headers (gRPC metadata), such as the collector's authentication.
         headers: CollectorHeaders,
+        /// How request bodies are compressed.
+        compression: OtlpCompression,
         /// The PEM files TLS uses for an `https://` collector.
         tls: TlsFiles,
     },
@@ -230,25 +232,28 @@ pub fn resolve(
             .map(|(name, value)| parse_headers(name, value).map(CollectorHeaders))
             .transpose()?
             .unwrap_or_default();
-            if let Some((name, value)) = first_var(
-                &var,
-                &[
-                    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
-                    "OTEL_EXPORTER_OTLP_COMPRESSION",
-                ],
-            ) && value != "none"
-            {
-                return Err(invalid(
-                    name,
-                    value,
-                    "darklight sends spans uncompressed: use none",
-                ));
-            }
+            let compression = match config.otlp.compression {
+                Some(compression) => compression,
+                None => first_var(
+                    &var,
+                    &[
+                        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+                        "OTEL_EXPORTER_OTLP_COMPRESSION",
+                    ],
+                )
+                .map(|(name, value)| {
+                    OtlpCompression::parse(&value)
+                        .ok_or_else(|| invalid(name, value, "use none or gzip"))
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            };
             ExporterSettings::Otlp {
                 protocol,
                 endpoint,
                 timeout,
                 headers,
+                compression,
                 tls: resolve_tls(config, &var)?,
             }
         }
@@ -544,6 +549,7 @@ mod tests {
                 endpoint: "http://localhost:4317".into(),
                 timeout: DEFAULT_TIMEOUT,
                 headers: CollectorHeaders::default(),
+                compression: OtlpCompression::None,
                 tls: TlsFiles::default(),
             }
         );
@@ -669,6 +675,7 @@ mod tests {
             endpoint: endpoint.to_string(),
             timeout: Duration::from_millis(ms),
             headers: CollectorHeaders::default(),
+            compression: OtlpCompression::None,
             tls: TlsFiles::default(),
         };
         let cases: Vec<EndpointCase<'_>> = vec![
@@ -869,18 +876,62 @@ mod tests {
     }
 
     #[test]
-    fn only_uncompressed_export() {
-        assert!(headers_of(&[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")]).is_ok());
+    fn compression_precedence() {
+        let compression = |yaml: &str, env: &[(&str, &str)]| match with_env(&parse(yaml), env)
+            .unwrap_or_else(|e| panic!("{yaml} {env:?}: {e}"))
+            .exporter
+        {
+            ExporterSettings::Otlp { compression, .. } => compression,
+            other => panic!("not OTLP: {other:?}"),
+        };
+        // (YAML, environment, expected)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], OtlpCompression);
+        let cases: [Case<'_>; 5] = [
+            ("{}", &[], OtlpCompression::None),
+            (
+                "{}",
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")],
+                OtlpCompression::Gzip,
+            ),
+            (
+                "{}",
+                &[
+                    ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+                    ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "none"),
+                ],
+                OtlpCompression::None,
+            ),
+            (
+                "otlp: {compression: gzip}",
+                &[("OTEL_EXPORTER_OTLP_COMPRESSION", "none")],
+                OtlpCompression::Gzip,
+            ),
+            (
+                "otlp: {compression: none}",
+                &[("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd")],
+                OtlpCompression::None,
+            ),
+        ];
+        for (yaml, env, expected) in cases {
+            assert_eq!(compression(yaml, env), expected, "{yaml} {env:?}");
+        }
         for (name, value) in [
-            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
-            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
+            ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "GZIP!"),
         ] {
             let error = headers_of(&[(name, value)]).err().map(|e| e.to_string());
             assert!(
-                error.as_deref().is_some_and(|e| e.contains("use none")),
+                error
+                    .as_deref()
+                    .is_some_and(|e| e.contains(name) && e.contains("use none or gzip")),
                 "{error:?}"
             );
         }
+        let bad = serde_yaml::from_str::<TelemetryConfig>("otlp: {compression: zstd}");
+        assert!(
+            bad.is_err(),
+            "an unknown compression is refused while parsing"
+        );
     }
 
     #[test]
