@@ -143,24 +143,85 @@ fn check(path: &Path) -> Result<ExitCode> {
     }
     // The `OTEL_*` variables `run` would read with this file: a bad one fails here, not at start.
     // The collector's TLS files too: a wrong path fails here, with the file named.
-    if config.telemetry.enabled
-        && let Err(error) = check_telemetry(&config.telemetry)
-    {
-        report(format_args!("{}: telemetry: {error}", path.display()));
-        return Ok(ExitCode::FAILURE);
-    }
+    let telemetry = if config.telemetry.enabled {
+        match check_telemetry(&config.telemetry) {
+            Ok(settings) => Some(settings),
+            Err(error) => {
+                report(format_args!("{}: telemetry: {error}", path.display()));
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     write_summary(&mut out, path, &config)?;
+    write_telemetry(&mut out, telemetry.as_ref())?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves the telemetry settings as `run` would and reads the collector's TLS files.
-fn check_telemetry(telemetry: &darklight::telemetry::TelemetryConfig) -> Result<()> {
+fn check_telemetry(
+    telemetry: &darklight::telemetry::TelemetryConfig,
+) -> Result<darklight::telemetry::settings::TelemetrySettings> {
     use darklight::telemetry::settings::{ExporterSettings, resolve};
     let settings = resolve(telemetry, |name| std::env::var(name).ok(), None)?;
     if let ExporterSettings::Otlp { endpoint, tls, .. } = &settings.exporter {
         darklight::telemetry::CollectorTls::for_endpoint(endpoint, tls)?;
     }
+    Ok(settings)
+}
+
+/// The telemetry line of the `check` summary: where spans go once the YAML and the `OTEL_*`
+/// variables are combined, which is not obvious from either alone.
+fn write_telemetry(
+    out: &mut impl Write,
+    settings: Option<&darklight::telemetry::settings::TelemetrySettings>,
+) -> Result<()> {
+    use darklight::telemetry::settings::ExporterSettings;
+    use darklight::telemetry::{OtlpCompression, OtlpProtocol};
+    let Some(settings) = settings else {
+        writeln!(out, "  telemetry off")?;
+        return Ok(());
+    };
+    let mut line = String::from("  telemetry: ");
+    match &settings.exporter {
+        ExporterSettings::Otlp {
+            protocol,
+            endpoint,
+            compression,
+            tls,
+            ..
+        } => {
+            let protocol = match protocol {
+                OtlpProtocol::Grpc => "gRPC",
+                OtlpProtocol::Http => "HTTP",
+            };
+            line.push_str(&format!("spans over OTLP/{protocol} to {endpoint}"));
+            if *compression == OtlpCompression::Gzip {
+                line.push_str(", gzip");
+            }
+            if darklight::telemetry::CollectorTls::applies_to(endpoint) {
+                match &tls.certificate {
+                    Some(file) => line.push_str(&format!(", trusting {}", file.display())),
+                    None => line.push_str(", trusting the system's roots"),
+                }
+                if let Some(identity) = &tls.client_identity {
+                    line.push_str(&format!(
+                        ", client certificate {}",
+                        identity.certificate.display()
+                    ));
+                }
+            }
+        }
+        ExporterSettings::Stdout => line.push_str("spans as JSON lines on standard output"),
+        ExporterSettings::None => line.push_str("trace context only, no span exported"),
+    }
+    line.push_str(&format!("; sampler {}", settings.sampler.kind.as_str()));
+    if settings.sampler.kind.uses_ratio() {
+        line.push_str(&format!(" {}", settings.sampler.ratio));
+    }
+    writeln!(out, "{line}")?;
     Ok(())
 }
 

@@ -192,6 +192,34 @@ mod check_summaries {
         );
     }
 
+    /// The summary says where spans go once the file and the `OTEL_*` variables are combined.
+    #[test]
+    fn the_summary_shows_where_spans_go() {
+        let path = "tests/data/config/telemetry.yaml";
+        let https: &[(&str, &str)] = &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                "https://collector.example:4318",
+            ),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            (
+                "OTEL_EXPORTER_OTLP_CERTIFICATE",
+                "tests/data/config/collector-ca.pem",
+            ),
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ];
+        for (env, golden) in [
+            (&[][..], "check-telemetry-default.txt"),
+            (https, "check-telemetry-https.txt"),
+        ] {
+            let (code, stdout, stderr) = darklight_with_env(&["check", "--config", path], env);
+            assert_eq!(code, 0, "{stderr}");
+            assert_golden(golden, &stdout);
+        }
+    }
+
     #[test]
     fn two_sites() {
         let (code, stdout, stderr) =

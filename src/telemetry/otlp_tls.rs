@@ -57,14 +57,18 @@ impl CollectorTls {
         endpoint: &str,
         files: &TlsFiles,
     ) -> Result<Option<CollectorTls>, TlsError> {
-        let secure = endpoint
-            .get(..8)
-            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
-        if secure {
+        if CollectorTls::applies_to(endpoint) {
             CollectorTls::load(files).map(Some)
         } else {
             Ok(None)
         }
+    }
+
+    /// True for an `https://` endpoint, the only kind TLS is used for.
+    pub fn applies_to(endpoint: &str) -> bool {
+        endpoint
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
     }
 
     /// Reads and checks the files; without a certificate file, the system's root
