@@ -129,6 +129,8 @@ struct GrpcCollector {
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
     /// The `grpc-encoding` (message compression) of each export.
     encodings: Arc<Mutex<Vec<Option<String>>>>,
+    /// When each export request arrived, refused or not.
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -136,6 +138,9 @@ struct Service {
     spans: Store,
     authorizations: Arc<Mutex<Vec<Option<String>>>>,
     encodings: Arc<Mutex<Vec<Option<String>>>>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
+    /// The answer to the first export, instead of accepting it.
+    refusal: Mutex<Option<tonic::Status>>,
 }
 
 #[tonic::async_trait]
@@ -150,6 +155,10 @@ impl TraceService for Service {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         self.authorizations.lock().unwrap().push(authorization);
+        self.arrivals.lock().unwrap().push(Instant::now());
+        if let Some(refusal) = self.refusal.lock().unwrap().take() {
+            return Err(refusal);
+        }
         let encoding = request
             .metadata()
             .get("grpc-encoding")
@@ -171,6 +180,18 @@ impl GrpcCollector {
 
     /// A receiver speaking gRPC over TLS with `tls` (which may ask for a client certificate).
     fn start_with(tls: Option<tonic::transport::ServerTlsConfig>) -> GrpcCollector {
+        GrpcCollector::start_inner(tls, None)
+    }
+
+    /// A receiver that answers its first export with `refusal`.
+    fn start_refusing_first(refusal: tonic::Status) -> GrpcCollector {
+        GrpcCollector::start_inner(None, Some(refusal))
+    }
+
+    fn start_inner(
+        tls: Option<tonic::transport::ServerTlsConfig>,
+        refusal: Option<tonic::Status>,
+    ) -> GrpcCollector {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -182,10 +203,13 @@ impl GrpcCollector {
         let spans = Store::default();
         let authorizations = Arc::default();
         let encodings = Arc::default();
+        let arrivals = Arc::default();
         let service = Service {
             spans: Arc::clone(&spans),
             authorizations: Arc::clone(&authorizations),
             encodings: Arc::clone(&encodings),
+            arrivals: Arc::clone(&arrivals),
+            refusal: Mutex::new(refusal),
         };
         runtime.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
@@ -207,6 +231,7 @@ impl GrpcCollector {
             spans,
             authorizations,
             encodings,
+            arrivals,
             _runtime: runtime,
         }
     }
@@ -887,6 +912,52 @@ fn http_export_waits_as_long_as_the_collector_asks() {
         !proxy.logs().contains("span export failed"),
         "{}",
         proxy.logs()
+    );
+}
+
+/// `google.rpc.Status` details holding a `RetryInfo` whose delay is `seconds` (under 128),
+/// encoded by hand from the protobuf definitions.
+fn retry_info_details(seconds: u8) -> Vec<u8> {
+    let type_url = b"type.googleapis.com/google.rpc.RetryInfo";
+    // RetryInfo { retry_delay (1): Duration { seconds (1) } }
+    let retry_info = [0x0a, 0x02, 0x08, seconds];
+    // Any { type_url (1), value (2) }
+    let mut any = vec![0x0a, type_url.len() as u8];
+    any.extend_from_slice(type_url);
+    any.extend_from_slice(&[0x12, retry_info.len() as u8]);
+    any.extend_from_slice(&retry_info);
+    // Status { details (3) }
+    let mut status = vec![0x1a, any.len() as u8];
+    status.extend(any);
+    status
+}
+
+/// A gRPC collector that answers `UNAVAILABLE` with a `RetryInfo` of 1 s gets the batch again
+/// a second later, not after the backoff's 100 ms.
+#[test]
+fn grpc_export_waits_as_long_as_the_collectors_retry_info_asks() {
+    let refusal = tonic::Status::with_details(
+        tonic::Code::Unavailable,
+        "busy",
+        retry_info_details(1).into(),
+    );
+    let collector = GrpcCollector::start_refusing_first(refusal);
+    let upstream = Upstream::start("app");
+    let proxy = exporting_quickly(
+        &upstream,
+        "grpc",
+        collector.port,
+        ("OTEL_SERVICE_NAME", "edge"),
+    );
+    assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
+    let spans = wait_for_spans(&collector.spans, 1);
+    span_for(&spans, "/articles/one");
+    let arrivals = collector.arrivals.lock().unwrap().clone();
+    assert!(arrivals.len() >= 2, "{} export requests", arrivals.len());
+    let gap = arrivals[1] - arrivals[0];
+    assert!(
+        gap >= Duration::from_millis(950),
+        "sent again after {gap:?}"
     );
 }
 

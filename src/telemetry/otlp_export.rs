@@ -8,7 +8,7 @@
 //! batch ("partial success") is logged.
 
 use std::fmt;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
@@ -371,10 +371,15 @@ impl Failure {
             Some(transport) => unreachable(transport),
             None => format!("collector refused the export: {status}"),
         };
+        // OTLP: a collector that is throttling says how long to wait in a `RetryInfo`.
+        let retry_after = match status.code() {
+            Code::ResourceExhausted | Code::Unavailable => retry_info(status.details()),
+            _ => None,
+        };
         Failure {
             message,
             transient,
-            retry_after: None,
+            retry_after,
         }
     }
 
@@ -385,7 +390,7 @@ impl Failure {
             message: format!("collector refused the export: HTTP {status}"),
             transient,
             retry_after: if transient {
-                retry_after(headers)
+                retry_after(headers, SystemTime::now())
             } else {
                 None
             },
@@ -393,19 +398,77 @@ impl Failure {
     }
 }
 
-/// A `Retry-After` in seconds (`Retry-After: 30`). The HTTP-date form, and anything else, is
-/// ignored: the exponential backoff applies instead.
-fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+/// The wait a `Retry-After` asks for, counted from `now`: delay-seconds (`30`) or an HTTP-date
+/// (`Wed, 21 Oct 2026 07:28:00 GMT`; one already past asks for none). Anything else is
+/// ignored, and the exponential backoff applies.
+fn retry_after(headers: &http::HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = headers
         .get(http::header::RETRY_AFTER)?
         .to_str()
         .ok()?
         .trim();
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+    if text.is_empty() {
         return None;
     }
-    // Digits only, so parsing fails only on overflow: a wait that long is past any timeout.
-    Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)))
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        // Digits only, so parsing fails only on overflow: a wait that long is past any timeout.
+        return Some(Duration::from_secs(text.parse().unwrap_or(u64::MAX)));
+    }
+    let date = httpdate::parse_http_date(text).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// `google.rpc.Status`, as carried in `grpc-status-details-bin`: only its details are read.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatus {
+    #[prost(message, repeated, tag = "3")]
+    details: Vec<ProtoAny>,
+}
+
+/// `google.protobuf.Any`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoAny {
+    #[prost(string, tag = "1")]
+    type_url: String,
+    #[prost(bytes = "vec", tag = "2")]
+    value: Vec<u8>,
+}
+
+/// `google.rpc.RetryInfo`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RetryInfo {
+    #[prost(message, optional, tag = "1")]
+    retry_delay: Option<ProtoDuration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ProtoDuration {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+const RETRY_INFO_TYPE: &str = "type.googleapis.com/google.rpc.RetryInfo";
+
+/// The `retry_delay` of a `RetryInfo` among a gRPC status's details (the bytes of
+/// `grpc-status-details-bin`). Malformed details, or a negative delay, are ignored.
+fn retry_info(details: &[u8]) -> Option<Duration> {
+    if details.is_empty() {
+        return None;
+    }
+    let status = RpcStatus::decode(details).ok()?;
+    let info = status
+        .details
+        .iter()
+        .find(|any| any.type_url == RETRY_INFO_TYPE)?;
+    let delay = RetryInfo::decode(info.value.as_slice()).ok()?.retry_delay?;
+    let seconds = u64::try_from(delay.seconds).ok()?;
+    let nanos = u32::try_from(delay.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)?;
+    Some(Duration::new(seconds, nanos))
 }
 
 fn log_partial_success(response: &[u8]) {
@@ -480,13 +543,19 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_delay_seconds_only() {
+    fn retry_after_reads_seconds_and_http_dates() {
+        // 30 s before the date below.
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_792_567_650);
         for (value, expected) in [
             (Some("30"), Some(30)),
             (Some(" 2 "), Some(2)),
             (Some("0"), Some(0)),
             (Some("99999999999999999999999"), Some(u64::MAX)),
-            (Some("Wed, 21 Oct 2026 07:28:00 GMT"), None),
+            (Some("Wed, 21 Oct 2026 07:28:00 GMT"), Some(30)),
+            // A date already past asks for no wait.
+            (Some("Wed, 21 Oct 2026 07:27:00 GMT"), Some(0)),
+            (Some("Wed, 21 Oct 2026 25:28:00 GMT"), None),
+            (Some("tomorrow"), None),
             (Some("-5"), None),
             (Some("1.5"), None),
             (Some(""), None),
@@ -500,9 +569,68 @@ mod tests {
                 );
             }
             assert_eq!(
-                retry_after(&headers),
+                retry_after(&headers, now),
                 expected.map(Duration::from_secs),
                 "{value:?}"
+            );
+        }
+    }
+
+    /// The details of a gRPC status holding `details`.
+    fn status_details(details: Vec<ProtoAny>) -> Vec<u8> {
+        RpcStatus { details }.encode_to_vec()
+    }
+
+    fn retry_info_any(seconds: i64, nanos: i32) -> ProtoAny {
+        ProtoAny {
+            type_url: RETRY_INFO_TYPE.to_string(),
+            value: RetryInfo {
+                retry_delay: Some(ProtoDuration { seconds, nanos }),
+            }
+            .encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn retry_info_is_read_from_the_status_details() {
+        let other = ProtoAny {
+            type_url: "type.googleapis.com/google.rpc.DebugInfo".to_string(),
+            value: vec![1, 2, 3],
+        };
+        // (details, delay)
+        let cases = [
+            (Vec::new(), None),
+            (vec![0xff, 0xff, 0xff], None),
+            (status_details(vec![other.clone()]), None),
+            (
+                status_details(vec![other, retry_info_any(2, 500_000_000)]),
+                Some(Duration::from_millis(2500)),
+            ),
+            (
+                status_details(vec![retry_info_any(0, 0)]),
+                Some(Duration::ZERO),
+            ),
+            (status_details(vec![retry_info_any(-1, 0)]), None),
+            (status_details(vec![retry_info_any(1, -5)]), None),
+            (status_details(vec![retry_info_any(1, 1_000_000_000)]), None),
+        ];
+        for (details, delay) in cases {
+            assert_eq!(retry_info(&details), delay, "{details:?}");
+        }
+        // Only the throttling codes carry it.
+        let details = status_details(vec![retry_info_any(3, 0)]);
+        for (code, read) in [
+            (tonic::Code::Unavailable, true),
+            (tonic::Code::ResourceExhausted, true),
+            (tonic::Code::Aborted, false),
+            (tonic::Code::Internal, false),
+        ] {
+            let status = tonic::Status::with_details(code, "busy", details.clone().into());
+            let failure = Failure::from_grpc(&status);
+            assert_eq!(
+                failure.retry_after,
+                read.then_some(Duration::from_secs(3)),
+                "{code:?}"
             );
         }
     }
