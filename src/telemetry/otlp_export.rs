@@ -1,10 +1,12 @@
 //! The OTLP exporter: each batch is encoded once by [`otlp_wire`](super::otlp_wire) and sent as
 //! bytes, over gRPC (`TraceService/Export`, through tonic with a pass-through codec) or
-//! HTTP/protobuf (`POST` to the traces URL).
+//! HTTP/protobuf (`POST` to the traces URL), optionally gzipped, over TLS for `https://`
+//! ([`otlp_tls`](super::otlp_tls)).
 //!
-//! Transient failures (collector unreachable, overloaded or restarting) are retried with a
-//! doubling pause while the export's time limit (enforced by the caller) allows; the encoded
-//! batch is shared between attempts, never re-encoded. A collector that accepts only part of a
+//! Transient failures (collector unreachable, overloaded or restarting, a connection broken
+//! mid-export) are retried with a doubling pause, or the wait the collector asks for
+//! (`Retry-After`, `RetryInfo`), while the export's time limit (enforced by the caller) allows;
+//! the encoded batch is shared between attempts, never re-encoded. A collector that accepts only part of a
 //! batch ("partial success") is logged.
 
 use std::fmt;
