@@ -33,57 +33,60 @@ fn ensure_started(
     if trace.started() {
         return;
     }
-    let settings = tracer.settings();
-    let request = session.req_header();
-    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-    let authority = request.uri.authority().map(|a| a.as_str()).or_else(|| {
-        request
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-    });
-    let (host, port) = split_host_port(authority.unwrap_or(""));
-    let port = port.or_else(|| {
-        session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-    });
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .and_then(|a| client_address(a.ip(), settings.client_address));
-    let path = request.uri.path();
-    let module = session.downstream_modules_ctx.get::<DarklightContext>();
-    let site = ctx.site();
-    let start = SpanStart {
-        request: RequestInfo {
-            method: request.method.as_str(),
-            path,
-            query: if settings.url_query {
-                request.uri.query()
-            } else {
-                None
-            },
-            scheme: if tls { "https" } else { "http" },
-            user_agent: request
+    // Gathered only for a span the sampler records.
+    let describe = || {
+        let settings = tracer.settings();
+        let request = session.req_header();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let authority = request.uri.authority().map(|a| a.as_str()).or_else(|| {
+            request
                 .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok()),
-            server_address: (!host.is_empty()).then_some(host),
-            server_port: port,
-            protocol_version: protocol_version(request.version),
-            client_address: client,
-            route: settings.route(site, path),
-        },
-        site: site
-            .and_then(|i| state.sites.get(i))
-            .map(|s| s.name.as_str()),
-        upstream: ctx.upstream(),
-        classification: module.and_then(|m| m.classification.as_ref()),
-        plan: module.map(|m| &m.plan),
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+        });
+        let (host, port) = split_host_port(authority.unwrap_or(""));
+        let port = port.or_else(|| {
+            session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port())
+        });
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .and_then(|a| client_address(a.ip(), settings.client_address));
+        let path = request.uri.path();
+        let module = session.downstream_modules_ctx.get::<DarklightContext>();
+        let site = ctx.site();
+        SpanStart {
+            request: RequestInfo {
+                method: request.method.as_str(),
+                path,
+                query: if settings.url_query {
+                    request.uri.query()
+                } else {
+                    None
+                },
+                scheme: if tls { "https" } else { "http" },
+                user_agent: request
+                    .headers
+                    .get(header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok()),
+                server_address: (!host.is_empty()).then_some(host),
+                server_port: port,
+                protocol_version: protocol_version(request.version),
+                client_address: client,
+                route: settings.route(site, path),
+            },
+            site: site
+                .and_then(|i| state.sites.get(i))
+                .map(|s| s.name.as_str()),
+            upstream: ctx.upstream(),
+            classification: module.and_then(|m| m.classification.as_ref()),
+            plan: module.map(|m| &m.plan),
+        }
     };
-    tracer.start(trace, &start);
+    tracer.start_with(trace, describe);
 }
 
 /// Starts the span and, when the mode injects, replaces the client's trace context headers on

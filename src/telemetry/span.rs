@@ -20,6 +20,12 @@ use crate::attribution::Plan;
 use crate::classify::Classification;
 use crate::config::Config;
 
+/// The span's name until it is known to be recorded (and named after its route).
+const UNNAMED: &str = "HTTP";
+/// Attributes a span can carry: request (10), routing (2), classification and first touch
+/// (20), response and error (2), with room to spare.
+const MAX_ATTRIBUTES: usize = 40;
+
 /// The W3C `traceparent` header.
 pub const TRACEPARENT: &str = "traceparent";
 /// The W3C `tracestate` header.
@@ -60,7 +66,7 @@ impl SpanSettings {
 }
 
 /// What the span of a request is started with.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct SpanStart<'a> {
     /// The request itself.
     pub request: RequestInfo<'a>,
@@ -166,6 +172,18 @@ impl RequestTracer {
 
     /// Starts the span (once) with everything known about the request.
     pub fn start(&self, request: &mut RequestSpan, start: &SpanStart<'_>) {
+        self.start_with(request, || start.clone());
+    }
+
+    /// Starts the span (once); `describe` gathers what is known about the request and runs
+    /// only when the span is recorded, so a request the sampler leaves out pays for its trace
+    /// context alone. The sampler sees the span unnamed: darklight's samplers decide on the
+    /// trace id and the parent only.
+    pub fn start_with<'a>(
+        &self,
+        request: &mut RequestSpan,
+        describe: impl FnOnce() -> SpanStart<'a>,
+    ) {
         if request.span.is_some() {
             return;
         }
@@ -173,25 +191,29 @@ impl RequestTracer {
             Some(remote) => Context::new().with_remote_span_context(remote.clone()),
             None => Context::new(),
         };
-        let mut attributes = Vec::with_capacity(40);
-        attributes::request_attributes(&start.request, &mut attributes);
-        let name = attributes::span_name(start.request.method, start.request.route);
+        // Sized for every attribute a span can get, so none is reallocated on the way.
         let builder = self
             .tracer
-            .span_builder(name)
+            .span_builder(UNNAMED)
             .with_kind(SpanKind::Server)
             .with_start_time(request.start)
-            .with_attributes(attributes);
+            .with_attributes(Vec::with_capacity(MAX_ATTRIBUTES));
         let mut span = self.tracer.build_with_context(builder, &parent);
         if opentelemetry::trace::Span::is_recording(&span) {
-            let mut more = Vec::with_capacity(32);
-            attributes::routing_attributes(start.site, start.upstream, &mut more);
+            let start = describe();
+            let mut attributes = Vec::with_capacity(MAX_ATTRIBUTES);
+            attributes::request_attributes(&start.request, &mut attributes);
+            attributes::routing_attributes(start.site, start.upstream, &mut attributes);
             if let Some(classification) = start.classification {
                 let default_plan = Plan::default();
                 let plan = start.plan.unwrap_or(&default_plan);
-                attributes::classification_attributes(classification, plan, &mut more);
+                attributes::classification_attributes(classification, plan, &mut attributes);
             }
-            opentelemetry::trace::Span::set_attributes(&mut span, more);
+            opentelemetry::trace::Span::update_name(
+                &mut span,
+                attributes::span_name(start.request.method, start.request.route),
+            );
+            opentelemetry::trace::Span::set_attributes(&mut span, attributes);
         }
         request.span = Some(span);
     }
@@ -453,6 +475,60 @@ mod tests {
                 continues,
                 "{mode:?}"
             );
+        }
+    }
+
+    /// A span the sampler leaves out never gathers the request's description, yet still
+    /// passes the trace on, marked not sampled.
+    #[test]
+    fn an_unsampled_span_skips_describing_the_request() {
+        for (sampler, recorded) in [
+            (opentelemetry_sdk::trace::Sampler::AlwaysOff, false),
+            (opentelemetry_sdk::trace::Sampler::AlwaysOn, true),
+        ] {
+            let exporter = Collected::default();
+            let provider = SdkTracerProvider::builder()
+                .with_sampler(sampler)
+                .with_simple_exporter(exporter.clone())
+                .build();
+            let tracer = RequestTracer::new(provider.tracer("test"), SpanSettings::default());
+            let mut request = tracer.begin(&http::HeaderMap::new());
+            let mut described = false;
+            tracer.start_with(&mut request, || {
+                described = true;
+                SpanStart {
+                    request: RequestInfo {
+                        method: "GET",
+                        path: "/articles/x",
+                        route: Some("/articles/*"),
+                        ..RequestInfo::default()
+                    },
+                    ..SpanStart::default()
+                }
+            });
+            assert_eq!(described, recorded);
+            assert!(request.started());
+            let flags = if recorded { "-01" } else { "-00" };
+            let upstream = tracer.upstream_headers(&request).unwrap();
+            assert!(
+                upstream.traceparent.ends_with(flags),
+                "{}",
+                upstream.traceparent
+            );
+            tracer.finish(&mut request, &SpanEnd::default());
+            let spans = exporter.get_finished_spans().unwrap();
+            assert_eq!(spans.len(), usize::from(recorded));
+            if let Some(span) = spans.first() {
+                assert_eq!(span.name, "GET /articles/*");
+                let path = span
+                    .attributes
+                    .iter()
+                    .find(|kv| kv.key.as_str() == keys::URL_PATH);
+                assert_eq!(
+                    path.map(|kv| kv.value.to_string()).as_deref(),
+                    Some("/articles/x")
+                );
+            }
         }
     }
 
