@@ -1162,13 +1162,24 @@ fn exporting_over_tls(protocol: &str, port: u16, tls: &str) -> String {
     )
 }
 
-/// Waits for a failed export in `proxy`'s log and returns that line.
-fn failed_export(proxy: &Darklight) -> String {
+/// Sends a request through `proxy` whose export the collector (holding `spans`) refuses:
+/// the request is served, the failed export is logged with `reason`, and its span never
+/// arrives.
+fn assert_export_fails(proxy: &Darklight, spans: &Store, reason: &str) {
+    assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
     let logs = proxy.wait_for_log("span export failed");
-    logs.lines()
+    let failure = logs
+        .lines()
         .find(|line| line.contains("span export failed"))
-        .unwrap_or_default()
-        .to_string()
+        .unwrap_or_default();
+    assert!(failure.contains(reason), "{failure}");
+    let spans = spans.lock().unwrap();
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.attribute("url.path") != Some("/articles/two")),
+        "exported although refused: {spans:#?}"
+    );
 }
 
 /// gRPC over TLS to a collector with a private authority that asks for a client certificate:
@@ -1208,18 +1219,9 @@ fn grpc_export_over_mutual_tls_with_a_private_authority() {
         &upstream,
         &exporting_over_tls("grpc", collector.port, &without_identity),
     ));
-    assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
     // TLS 1.3 ends the client's handshake before the collector checks for a certificate, so
     // its refusal reaches darklight as the alert or as the connection it closed.
-    let failure = failed_export(&proxy);
-    assert!(failure.contains("collector unreachable"), "{failure}");
-    let spans = collector.spans.lock().unwrap();
-    assert!(
-        spans
-            .iter()
-            .all(|s| s.attribute("url.path") != Some("/articles/two")),
-        "exported without a client certificate: {spans:#?}"
-    );
+    assert_export_fails(&proxy, &collector.spans, "collector unreachable");
     drop(pki.dir);
 }
 
@@ -1254,16 +1256,7 @@ fn http_export_over_tls_trusts_the_configured_authority() {
     drop(proxy);
 
     let proxy = Darklight::start(&config(&upstream, &telemetry));
-    assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
-    let failure = failed_export(&proxy);
-    assert!(failure.contains("UnknownIssuer"), "{failure}");
-    let spans = collector.spans.lock().unwrap();
-    assert!(
-        spans
-            .iter()
-            .all(|s| s.attribute("url.path") != Some("/articles/two")),
-        "exported to an untrusted collector: {spans:#?}"
-    );
+    assert_export_fails(&proxy, &collector.spans, "UnknownIssuer");
 }
 
 /// A client key that does not belong to the client certificate stops startup, naming both
