@@ -971,7 +971,7 @@ fn http_export_gives_up_a_batch_when_the_wait_is_past_the_timeout() {
         "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 3600\r\nContent-Length: 0\r\n\r\n",
     );
     assert_eq!(get(proxy.port, "/articles/one", &[]).status, 200);
-    proxy.wait_for_log("asked to retry after 3600 s");
+    proxy.wait_for_log("asked to retry after 3600s");
     assert_eq!(get(proxy.port, "/articles/two", &[]).status, 200);
     let spans = wait_for_spans(&collector.spans, 1);
     span_for(&spans, "/articles/two");

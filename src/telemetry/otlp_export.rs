@@ -268,9 +268,9 @@ impl SpanExporter for OtlpExporter {
                         retry_wait(failure.retry_after, delay, started.elapsed(), self.timeout)
                     else {
                         return Err(OTelSdkError::InternalFailure(format!(
-                            "{}; it asked to retry after {} s, past the export timeout ({} ms)",
+                            "{}; it asked to retry after {:?}, past the export timeout ({} ms)",
                             failure.message,
-                            failure.retry_after.unwrap_or_default().as_secs(),
+                            failure.retry_after.unwrap_or_default(),
                             self.timeout.as_millis()
                         )));
                     };
