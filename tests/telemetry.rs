@@ -868,27 +868,31 @@ fn exporting_quickly(
     )
 }
 
+/// darklight exporting over HTTP (with one `OTEL_*` variable set) to a collector that behaves
+/// as `behaviour` says, and the upstream it serves.
+fn exporting_over_http(
+    behaviour: HttpBehaviour,
+    env: (&str, &str),
+) -> (HttpCollector, Upstream, Darklight) {
+    let collector = HttpCollector::start_on(0, behaviour);
+    let upstream = Upstream::start("app");
+    let proxy = exporting_quickly(&upstream, "http", collector.port, env);
+    (collector, upstream, proxy)
+}
+
 /// darklight exporting over HTTP to a collector that refuses the first export with the
 /// response head `refusal`, and the upstream it serves.
 fn exporting_to_a_refusing_collector(
     refusal: &'static str,
 ) -> (HttpCollector, Upstream, Darklight) {
-    let collector = HttpCollector::start_on(
-        0,
+    exporting_over_http(
         HttpBehaviour {
             refuse_first: 1,
             refusal: Some(refusal),
             ..HttpBehaviour::default()
         },
-    );
-    let upstream = Upstream::start("app");
-    let proxy = exporting_quickly(
-        &upstream,
-        "http",
-        collector.port,
         ("OTEL_SERVICE_NAME", "edge"),
-    );
-    (collector, upstream, proxy)
+    )
 }
 
 /// A `429` with `Retry-After: 1` holds the batch a second, not the backoff's 100 ms, then sends
@@ -985,19 +989,12 @@ fn http_export_gives_up_a_batch_when_the_wait_is_past_the_timeout() {
 
 #[test]
 fn http_export_sends_the_collector_headers_and_retries_a_busy_collector() {
-    let collector = HttpCollector::start_on(
-        0,
+    let (collector, _upstream, proxy) = exporting_over_http(
         HttpBehaviour {
             refuse_first: 1,
             partial_success: true,
             ..HttpBehaviour::default()
         },
-    );
-    let upstream = Upstream::start("app");
-    let proxy = exporting_quickly(
-        &upstream,
-        "http",
-        collector.port,
         (
             "OTEL_EXPORTER_OTLP_HEADERS",
             "Authorization=Bearer%20t0k3n,x-tenant=edge",
