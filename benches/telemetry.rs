@@ -106,7 +106,11 @@ fn attributes(c: &mut Criterion) {
         group.bench_function(format!("classification/{name}"), |b| {
             b.iter(|| {
                 let mut out: Vec<KeyValue> = Vec::with_capacity(32);
-                classification_attributes(black_box(classification), black_box(plan), &mut out);
+                classification_attributes(
+                    black_box(classification),
+                    black_box(plan.first_touch.as_ref()),
+                    &mut out,
+                );
                 out
             })
         });
@@ -127,7 +131,11 @@ fn attributes(c: &mut Criterion) {
             request_attributes(black_box(&request), &mut out);
             let mut more: Vec<KeyValue> = Vec::with_capacity(32);
             routing_attributes(Some(black_box("news")), Some(upstream), &mut more);
-            classification_attributes(black_box(classification), black_box(plan), &mut more);
+            classification_attributes(
+                black_box(classification),
+                black_box(plan.first_touch.as_ref()),
+                &mut more,
+            );
             (name, out, more)
         })
     });
@@ -151,7 +159,7 @@ fn batch(
             let mut attributes = Vec::with_capacity(72);
             request_attributes(request, &mut attributes);
             routing_attributes(Some("news"), Some(upstream), &mut attributes);
-            classification_attributes(classification, plan, &mut attributes);
+            classification_attributes(classification, plan.first_touch.as_ref(), &mut attributes);
             attributes.push(KeyValue::new("http.response.status_code", 200_i64));
             let start = UNIX_EPOCH + Duration::from_secs(NOW) + Duration::from_micros(n as u64);
             SpanData {

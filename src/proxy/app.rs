@@ -85,7 +85,7 @@ pub struct PreparedState {
     trust_forwarded_headers: bool,
     access_log: bool,
     spans: SpanSettings,
-    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    tracer: Option<crate::telemetry::SpanRecorder>,
     limits: LimitsConfig,
 }
 
@@ -119,7 +119,7 @@ impl PreparedState {
     }
 
     /// Records one span per request with `tracer` (from [`crate::telemetry::Telemetry`]).
-    pub fn trace_with(&mut self, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
+    pub fn trace_with(&mut self, tracer: Option<crate::telemetry::SpanRecorder>) {
         self.tracer = tracer;
     }
 

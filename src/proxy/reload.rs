@@ -153,7 +153,7 @@ pub struct Reloader {
     current: std::sync::Mutex<Config>,
     state: StateHandle,
     engine: EngineHandle,
-    tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+    tracer: Option<crate::telemetry::SpanRecorder>,
     stats: Arc<ReloadStats>,
     metrics: Option<Arc<Metrics>>,
     certificates: Vec<Arc<CertStore>>,
@@ -166,7 +166,7 @@ impl Reloader {
         config: Config,
         state: StateHandle,
         engine: EngineHandle,
-        tracer: Option<opentelemetry_sdk::trace::SdkTracer>,
+        tracer: Option<crate::telemetry::SpanRecorder>,
     ) -> Reloader {
         let hangup = Arc::new(AtomicBool::new(false));
         if let Err(e) =

@@ -122,7 +122,7 @@ pub fn build(
     server.bootstrap();
 
     let mut prepared = PreparedState::new(config)?;
-    prepared.trace_with(telemetry.tracer());
+    prepared.trace_with(telemetry.recorder());
     let state = prepared.into_state();
 
     let metrics = Arc::new(Metrics::new());
@@ -187,7 +187,7 @@ pub fn build(
                 config.clone(),
                 state,
                 engine,
-                telemetry.tracer(),
+                telemetry.recorder(),
             )
             .with_metrics(Arc::clone(&metrics))
             .with_certificates(certificates.clone()),

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use opentelemetry::{Key, KeyValue, Value};
 
-use crate::attribution::{Plan, Touch};
+use crate::attribution::Touch;
 use crate::classify::{Classification, Name};
 
 /// `darklight.*` and HTTP attribute keys, in one place so the docs and tests agree.
@@ -182,10 +182,10 @@ pub fn routing_attributes(
     }
 }
 
-/// Appends darklight's attributes for a classification and its attribution plan.
+/// Appends darklight's attributes for a classification and the visitor's first touch.
 pub fn classification_attributes(
     classification: &Classification,
-    plan: &Plan,
+    first_touch: Option<&Touch>,
     out: &mut Vec<KeyValue>,
 ) {
     out.push(KeyValue::new(
@@ -228,7 +228,7 @@ pub fn classification_attributes(
         ));
     }
 
-    if let Some(first) = &plan.first_touch {
+    if let Some(first) = first_touch {
         first_touch_attributes(first, out);
     }
 }
@@ -390,7 +390,7 @@ mod tests {
         for (uri, headers, expected, absent) in cases {
             let classification = classify(uri, headers);
             let mut out = Vec::new();
-            classification_attributes(&classification, &Plan::default(), &mut out);
+            classification_attributes(&classification, None, &mut out);
             let map = as_map(&out);
             for (key, value) in expected {
                 assert_eq!(
@@ -417,7 +417,7 @@ mod tests {
             )],
         );
         let mut out = Vec::new();
-        classification_attributes(&classification, &Plan::default(), &mut out);
+        classification_attributes(&classification, None, &mut out);
         let map = as_map(&out);
         assert_eq!(
             map.get("darklight.in_app").map(String::as_str),
@@ -433,19 +433,16 @@ mod tests {
     }
 
     #[test]
-    fn first_touch_from_the_plan() {
-        let plan = Plan {
-            first_touch: Some(Touch {
-                channel: crate::classify::Channel::Email,
-                source: Some(Name::new("newsletter")),
-                medium: Some(Name::new("email")),
-                campaign: Some("spring".into()),
-                timestamp: 1_790_000_000,
-            }),
-            ..Plan::default()
+    fn first_touch_attributes() {
+        let first = Touch {
+            channel: crate::classify::Channel::Email,
+            source: Some(Name::new("newsletter")),
+            medium: Some(Name::new("email")),
+            campaign: Some("spring".into()),
+            timestamp: 1_790_000_000,
         };
         let mut out = Vec::new();
-        classification_attributes(&Classification::unclassified(), &plan, &mut out);
+        classification_attributes(&Classification::unclassified(), Some(&first), &mut out);
         let map = as_map(&out);
         let expected = [
             ("darklight.channel", "direct"),

@@ -3,8 +3,8 @@
 //!
 //! The configuration ([`config`]), its completion from the `OTEL_*` environment
 //! ([`settings`]), route matching ([`route`]) and client address truncation ([`address`]) are
-//! pure and build without the `telemetry` feature. Span building ([`attributes`], [`span`]) and
-//! the tracer provider ([`Telemetry`]) need it.
+//! pure and build without the `telemetry` feature. Span building ([`attributes`], [`span`], [`record`]),
+//! sampling ([`recorder`]) and export ([`Telemetry`]) need it.
 //!
 //! Trace context follows W3C Trace Context (`traceparent`, `tracestate`): by default darklight
 //! continues the client's trace and sends its own span to the upstream as the parent, so the
@@ -28,6 +28,10 @@ mod pipeline;
 #[cfg(feature = "telemetry")]
 mod provider;
 #[cfg(feature = "telemetry")]
+pub mod record;
+#[cfg(feature = "telemetry")]
+pub mod recorder;
+#[cfg(feature = "telemetry")]
 pub mod span;
 #[cfg(feature = "telemetry")]
 pub mod stats;
@@ -40,6 +44,8 @@ pub use config::{
 pub use otlp_tls::{CollectorTls, TlsError};
 #[cfg(feature = "telemetry")]
 pub use provider::{Telemetry, TelemetryError};
+#[cfg(feature = "telemetry")]
+pub use recorder::SpanRecorder;
 #[cfg(feature = "telemetry")]
 pub use span::{RequestSpan, RequestTracer, SpanSettings};
 #[cfg(feature = "telemetry")]

@@ -1,28 +1,33 @@
-//! The export pipeline behind the tracer: a bounded queue in front of the SDK's batch
-//! processor, and exporters that run on telemetry's own runtime with a time limit.
+//! The export pipeline behind the tracer: a bounded queue of span records, a thread that
+//! batches them, and exporters that run on telemetry's own runtime with a time limit.
 //!
 //! A request only ever does a non-blocking enqueue: when the queue is full the span is dropped
-//! and counted ([`ExportStats`]). Exports run on a dedicated background thread (the SDK's batch
-//! processor), which hands the network work to a one-thread tokio runtime owned by telemetry, so
-//! a slow or absent collector never touches Pingora's runtimes. While the queue is nearly empty,
+//! and counted ([`ExportStats`]). Exports run on a dedicated background thread
+//! ([`ExportThread`]), which hands the network work to a one-thread tokio runtime owned by
+//! telemetry, so a slow or absent collector never touches Pingora's runtimes. While the queue is nearly empty,
 //! the OTLP exporter yields that runtime's thread between slices of a batch ([`Pacing`]), so
 //! requests sharing its CPU do not wait for a whole batch.
 
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use opentelemetry::Context;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::Instant;
+
+use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::Status;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{Span, SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
+use super::config::BatchConfig;
+use super::record::SpanRecord;
 use super::stats::ExportStats;
 
-/// Spans handed to the batch processor and not yet given to an exporter.
+/// Spans queued for export and not yet given to an exporter.
 #[derive(Debug, Default)]
 pub(crate) struct QueueDepth(AtomicUsize);
 
@@ -69,65 +74,220 @@ impl Pacing {
     }
 }
 
-/// A span processor that refuses spans beyond `capacity` before the inner processor sees them,
-/// so that every dropped span is counted.
-#[derive(Debug)]
-pub(crate) struct QueueGate<P> {
-    inner: P,
+/// What wakes the export thread before its scheduled export.
+enum Wake {
+    /// A batch's worth of spans is waiting.
+    BatchReady,
+    /// Export everything queued, stop, and say so.
+    Shutdown(SyncSender<()>),
+}
+
+/// The request side of the export queue. A push never blocks, and never wakes the export
+/// thread except once a batch's worth of spans waits: a wake-up per span would cost the
+/// request more than the span itself. A span beyond the queue's capacity, or after telemetry
+/// stopped, is dropped and counted.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanQueue {
+    spans: SyncSender<Box<SpanRecord>>,
+    wake: SyncSender<Wake>,
+    /// True from the wake-up for a full batch until the export thread takes the spans.
+    woken: Arc<AtomicBool>,
     depth: Arc<QueueDepth>,
     capacity: usize,
+    batch: usize,
     stats: Arc<ExportStats>,
 }
 
-impl<P> QueueGate<P> {
-    /// Wraps `inner`, whose own queue must hold at least `capacity` spans.
-    pub(crate) fn new(
-        inner: P,
-        depth: Arc<QueueDepth>,
-        capacity: usize,
-        stats: Arc<ExportStats>,
-    ) -> Self {
-        QueueGate {
-            inner,
-            depth,
-            capacity,
-            stats,
-        }
-    }
-}
-
-impl<P: SpanProcessor> SpanProcessor for QueueGate<P> {
-    fn on_start(&self, span: &mut Span, cx: &Context) {
-        self.inner.on_start(span, cx);
-    }
-
-    fn on_end(&self, span: SpanData) {
-        if !span.span_context.is_sampled() {
-            return;
-        }
+impl SpanQueue {
+    /// Queues `record` for export.
+    pub(crate) fn push(&self, record: Box<SpanRecord>) {
         let reserved = self
             .depth
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |depth| {
                 (depth < self.capacity).then_some(depth + 1)
             });
-        if reserved.is_err() {
+        let Ok(before) = reserved else {
+            self.stats.record_drop();
+            return;
+        };
+        if self.spans.try_send(record).is_err() {
+            self.depth.release(1);
             self.stats.record_drop();
             return;
         }
-        self.inner.on_end(span);
+        if before + 1 >= self.batch && !self.woken.swap(true, Ordering::AcqRel) {
+            let _ = self.wake.try_send(Wake::BatchReady);
+        }
+    }
+}
+
+impl fmt::Debug for Wake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Wake::BatchReady => "BatchReady",
+            Wake::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+/// Spans converted between two chances for the export thread to give its CPU away.
+const SLICE: usize = 16;
+
+/// The export thread: takes the queued spans every `scheduled_delay`, or as soon as
+/// `max_export_batch_size` of them wait, and exports them in batches of at most that size,
+/// building each span's attributes just before.
+#[derive(Debug)]
+pub(crate) struct ExportThread {
+    wake: SyncSender<Wake>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExportThread {
+    /// Starts the thread for `exporter`; spans go in through the returned queue.
+    pub(crate) fn start<E: SpanExporter + 'static>(
+        exporter: GuardedExporter<E>,
+        scope: InstrumentationScope,
+        batch: &BatchConfig,
+        depth: Arc<QueueDepth>,
+        stats: Arc<ExportStats>,
+    ) -> std::io::Result<(SpanQueue, ExportThread)> {
+        // Drives the exporter's futures; the network I/O runs on telemetry's own runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let capacity = batch.max_queue_size;
+        let max_batch = batch.max_export_batch_size.max(1);
+        let (spans, queued) = std::sync::mpsc::sync_channel(capacity);
+        // A full-batch wake-up and a shutdown at most are ever pending.
+        let (wake, woken_by) = std::sync::mpsc::sync_channel(2);
+        let woken = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            exporter,
+            scope,
+            max_batch,
+            delay: batch.scheduled_delay.0,
+            pacing: Pacing::new(Arc::clone(&depth), capacity),
+            woken: Arc::clone(&woken),
+            runtime,
+        };
+        let thread = std::thread::Builder::new()
+            .name("darklight-spans".into())
+            .spawn(move || worker.run(&queued, &woken_by))?;
+        let queue = SpanQueue {
+            spans,
+            wake: wake.clone(),
+            woken,
+            depth,
+            capacity,
+            batch: max_batch,
+            stats,
+        };
+        Ok((
+            queue,
+            ExportThread {
+                wake,
+                thread: Some(thread),
+            },
+        ))
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+    /// Exports what is queued and stops the thread, waiting at most `timeout`. False when it
+    /// did not finish in time.
+    pub(crate) fn shutdown(mut self, timeout: Duration) -> bool {
+        let (done, finished) = std::sync::mpsc::sync_channel(1);
+        if self.wake.try_send(Wake::Shutdown(done)).is_err() {
+            return false;
+        }
+        if finished.recv_timeout(timeout).is_err() {
+            return false;
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        true
+    }
+}
+
+impl Drop for ExportThread {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            // Not shut down: let the thread export what it has and end, without waiting.
+            let (done, _) = std::sync::mpsc::sync_channel(1);
+            let _ = self.wake.try_send(Wake::Shutdown(done));
+        }
+    }
+}
+
+struct Worker<E> {
+    exporter: GuardedExporter<E>,
+    scope: InstrumentationScope,
+    max_batch: usize,
+    delay: Duration,
+    pacing: Pacing,
+    woken: Arc<AtomicBool>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<E: SpanExporter + 'static> Worker<E> {
+    fn run(self, queued: &Receiver<Box<SpanRecord>>, woken_by: &Receiver<Wake>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        let mut due = Instant::now() + self.delay;
+        loop {
+            let wait = due.saturating_duration_since(Instant::now());
+            match woken_by.recv_timeout(wait) {
+                Ok(Wake::BatchReady) => self.export_queued(queued, &mut batch),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.export_queued(queued, &mut batch);
+                    due = Instant::now() + self.delay;
+                }
+                Ok(Wake::Shutdown(done)) => {
+                    self.export_queued(queued, &mut batch);
+                    let _ = self.exporter.shutdown();
+                    let _ = done.send(());
+                    return;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.export_queued(queued, &mut batch);
+                    return;
+                }
+            }
+        }
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+    /// Exports every span queued now, in batches of at most `max_batch`.
+    #[allow(
+        clippy::vec_box,
+        reason = "records arrive boxed from the request path; unboxing would copy each"
+    )]
+    fn export_queued(&self, queued: &Receiver<Box<SpanRecord>>, batch: &mut Vec<Box<SpanRecord>>) {
+        self.woken.store(false, Ordering::Release);
+        while let Ok(record) = queued.try_recv() {
+            batch.push(record);
+            if batch.len() >= self.max_batch {
+                self.export(batch);
+            }
+        }
+        self.export(batch);
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+    /// Builds the spans of `batch` and exports them; the guard counts and logs the outcome.
+    #[allow(
+        clippy::vec_box,
+        reason = "records arrive boxed from the request path; unboxing would copy each"
+    )]
+    fn export(&self, batch: &mut Vec<Box<SpanRecord>>) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut spans = Vec::with_capacity(batch.len());
+        for (n, record) in batch.drain(..).enumerate() {
+            if n > 0 && n % SLICE == 0 {
+                self.pacing.pause();
+            }
+            spans.push(record.into_span_data(&self.scope));
+        }
+        let _ = self.runtime.block_on(self.exporter.export(spans));
     }
 }
 
@@ -280,7 +440,117 @@ impl SpanExporter for StdoutExporter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::trace::SpanContext;
+
     use super::*;
+    use crate::config::HumanDuration;
+    use crate::telemetry::span::SpanStart;
+
+    /// Notes the size of every batch exported.
+    #[derive(Debug, Clone, Default)]
+    struct Batches(Arc<Mutex<Vec<usize>>>);
+
+    impl Batches {
+        fn sizes(&self) -> Vec<usize> {
+            self.0.lock().unwrap().clone()
+        }
+
+        /// Waits (at most 5 s) until `expected` batches were exported.
+        fn wait_for(&self, expected: usize) -> Vec<usize> {
+            for _ in 0..500 {
+                if self.sizes().len() >= expected {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.sizes()
+        }
+    }
+
+    impl SpanExporter for Batches {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    }
+
+    /// An export thread whose scheduled export never comes during a test.
+    fn start(queue: usize, batch: usize) -> (SpanQueue, ExportThread, Batches, Arc<ExportStats>) {
+        let batches = Batches::default();
+        let depth = Arc::new(QueueDepth::default());
+        let stats = Arc::new(ExportStats::default());
+        let guarded = GuardedExporter::new(
+            batches.clone(),
+            None,
+            Duration::from_secs(5),
+            Arc::clone(&depth),
+            Arc::clone(&stats),
+        );
+        let config = BatchConfig {
+            max_queue_size: queue,
+            max_export_batch_size: batch,
+            scheduled_delay: HumanDuration(Duration::from_secs(3600)),
+        };
+        let scope = InstrumentationScope::builder("test").build();
+        let (spans, thread) =
+            ExportThread::start(guarded, scope, &config, depth, Arc::clone(&stats)).unwrap();
+        (spans, thread, batches, stats)
+    }
+
+    fn record() -> Box<SpanRecord> {
+        Box::new(SpanRecord::new(
+            SpanContext::empty_context(),
+            None,
+            SystemTime::UNIX_EPOCH,
+            &SpanStart::default(),
+        ))
+    }
+
+    #[test]
+    fn a_full_batch_is_exported_without_waiting_for_the_schedule() {
+        let (queue, thread, batches, _) = start(64, 4);
+        for _ in 0..3 {
+            queue.push(record());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(
+            batches.sizes(),
+            Vec::<usize>::new(),
+            "exported before a batch was full"
+        );
+        queue.push(record());
+        assert_eq!(batches.wait_for(1), [4]);
+        assert!(thread.shutdown(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn shutdown_exports_what_is_queued_and_later_spans_are_counted_as_dropped() {
+        let (queue, thread, batches, stats) = start(64, 4);
+        for _ in 0..4 {
+            queue.push(record());
+        }
+        assert_eq!(batches.wait_for(1), [4]);
+        queue.push(record());
+        queue.push(record());
+        assert!(thread.shutdown(Duration::from_secs(5)));
+        assert_eq!(batches.sizes(), [4, 2]);
+        queue.push(record());
+        let counts = stats.counts();
+        assert_eq!((counts.exported, counts.dropped), (6, 1));
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (queue, thread, batches, stats) = start(3, 100);
+        for _ in 0..5 {
+            queue.push(record());
+        }
+        assert_eq!(stats.counts().dropped, 2);
+        assert!(thread.shutdown(Duration::from_secs(5)));
+        assert_eq!(batches.sizes(), [3]);
+    }
 
     #[test]
     fn pacing_yields_only_while_the_queue_is_nearly_empty() {

@@ -1,18 +1,17 @@
-//! The tracer provider: built once at startup from the resolved settings, shut down (flushing
-//! what is queued) when darklight stops.
+//! Telemetry for the process: built once at startup from the resolved settings (sampler,
+//! export thread, exporter), shut down (exporting what is queued) when darklight stops.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
+use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanExporter,
-};
+use opentelemetry_sdk::trace::{Sampler, SpanExporter};
 
 use super::config::{BatchConfig, SamplerKind, TelemetryConfig};
 use super::otlp_export::OtlpExporter;
-use super::pipeline::{GuardedExporter, Pacing, QueueDepth, QueueGate, StdoutExporter};
+use super::pipeline::{ExportThread, GuardedExporter, Pacing, QueueDepth, StdoutExporter};
+use super::recorder::SpanRecorder;
 use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
 use super::stats::ExportStats;
 
@@ -44,11 +43,12 @@ pub struct Telemetry {
 
 #[derive(Debug)]
 struct Active {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    recorder: SpanRecorder,
+    /// Absent when spans are recorded for trace context only (no exporter).
+    export: Option<ExportThread>,
     settings: TelemetrySettings,
     stats: Arc<ExportStats>,
-    /// Runs OTLP network I/O; dropped after the provider is shut down.
+    /// Runs OTLP network I/O; dropped after the export thread is shut down.
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -83,25 +83,22 @@ impl Telemetry {
                     .map(|(k, v)| KeyValue::new(k.clone(), v.clone())),
             )
             .build();
-        let mut builder = SdkTracerProvider::builder()
-            .with_sampler(sampler(settings.sampler))
-            .with_resource(resource);
+        let scope = InstrumentationScope::builder("darklight")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
+        let sampler = sampler(settings.sampler);
 
-        // Spans queued for export, shared by the queue's gate, the exporter's guard and pacing.
+        // Spans queued for export, shared by the queue, the exporter's guard and pacing.
         let depth = Arc::new(QueueDepth::default());
         let mut runtime = None;
-        match &settings.exporter {
-            ExporterSettings::None => {}
+        let export = match &settings.exporter {
+            ExporterSettings::None => None,
             ExporterSettings::Stdout => {
                 let exporter = StdoutExporter::new(settings.service_name());
-                builder = builder.with_span_processor(gated(
-                    exporter,
-                    &depth,
-                    None,
-                    Duration::from_secs(10),
-                    batch,
-                    &stats,
-                ));
+                let guarded = guarded(exporter, None, Duration::from_secs(10), &depth, &stats);
+                Some(start_export(
+                    guarded, &resource, scope, batch, &depth, &stats,
+                )?)
             }
             ExporterSettings::Otlp {
                 protocol,
@@ -128,28 +125,26 @@ impl Telemetry {
                 };
                 let exporter =
                     exporter.with_pacing(Pacing::new(Arc::clone(&depth), batch.max_queue_size));
-                builder = builder.with_span_processor(gated(
+                let guarded = guarded(
                     exporter,
-                    &depth,
                     Some(rt.handle().clone()),
                     *timeout,
-                    batch,
+                    &depth,
                     &stats,
-                ));
+                );
+                let started = start_export(guarded, &resource, scope, batch, &depth, &stats)?;
                 runtime = Some(rt);
+                Some(started)
             }
-        }
-        let provider = builder.build();
-        let tracer = opentelemetry::trace::TracerProvider::tracer_with_scope(
-            &provider,
-            opentelemetry::InstrumentationScope::builder("darklight")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-        );
+        };
+        let (recorder, export) = match export {
+            Some((queue, thread)) => (SpanRecorder::queued(sampler, queue), Some(thread)),
+            None => (SpanRecorder::discarding(sampler), None),
+        };
         Ok(Telemetry {
             active: Some(Active {
-                provider,
-                tracer,
+                recorder,
+                export,
                 settings: settings.clone(),
                 stats,
                 runtime,
@@ -162,9 +157,9 @@ impl Telemetry {
         self.active.is_some()
     }
 
-    /// The tracer requests use, when enabled.
-    pub fn tracer(&self) -> Option<SdkTracer> {
-        self.active.as_ref().map(|a| a.tracer.clone())
+    /// The recorder requests use, when enabled.
+    pub fn recorder(&self) -> Option<SpanRecorder> {
+        self.active.as_ref().map(|a| a.recorder.clone())
     }
 
     /// The resolved settings, when enabled.
@@ -183,8 +178,10 @@ impl Telemetry {
     /// that are lost (and logged).
     pub fn shutdown(self, timeout: Duration) {
         let Some(active) = self.active else { return };
-        if let Err(error) = active.provider.shutdown_with_timeout(timeout) {
-            tracing::warn!(target: "darklight::telemetry", %error, "telemetry did not flush every span before stopping");
+        if let Some(export) = active.export
+            && !export.shutdown(timeout)
+        {
+            tracing::warn!(target: "darklight::telemetry", timeout = ?timeout, "telemetry did not flush every span before stopping");
         }
         let counts = active.stats.counts();
         tracing::info!(
@@ -200,35 +197,34 @@ impl Telemetry {
     }
 }
 
-fn gated<E: SpanExporter + 'static>(
+fn guarded<E: SpanExporter + 'static>(
     exporter: E,
-    depth: &Arc<QueueDepth>,
     runtime: Option<tokio::runtime::Handle>,
     timeout: Duration,
-    batch: &BatchConfig,
+    depth: &Arc<QueueDepth>,
     stats: &Arc<ExportStats>,
-) -> QueueGate<BatchSpanProcessor> {
-    let guarded = GuardedExporter::new(
+) -> GuardedExporter<E> {
+    GuardedExporter::new(
         exporter,
         runtime,
         timeout,
         Arc::clone(depth),
         Arc::clone(stats),
-    );
-    let config = BatchConfigBuilder::default()
-        .with_max_queue_size(batch.max_queue_size)
-        .with_max_export_batch_size(batch.max_export_batch_size)
-        .with_scheduled_delay(batch.scheduled_delay.0)
-        .build();
-    let processor = BatchSpanProcessor::builder(guarded)
-        .with_batch_config(config)
-        .build();
-    QueueGate::new(
-        processor,
-        Arc::clone(depth),
-        batch.max_queue_size,
-        Arc::clone(stats),
     )
+}
+
+/// Starts the export thread for `exporter`, which labels spans with `resource`.
+fn start_export<E: SpanExporter + 'static>(
+    mut exporter: GuardedExporter<E>,
+    resource: &Resource,
+    scope: InstrumentationScope,
+    batch: &BatchConfig,
+    depth: &Arc<QueueDepth>,
+    stats: &Arc<ExportStats>,
+) -> Result<(super::pipeline::SpanQueue, ExportThread), TelemetryError> {
+    exporter.set_resource(resource);
+    ExportThread::start(exporter, scope, batch, Arc::clone(depth), Arc::clone(stats))
+        .map_err(TelemetryError::Runtime)
 }
 
 fn sampler(settings: SamplerSettings) -> Sampler {

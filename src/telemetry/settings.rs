@@ -127,7 +127,7 @@ pub struct SamplerSettings {
     pub ratio: f64,
 }
 
-/// Everything the tracer provider is built from.
+/// Everything telemetry is built from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetrySettings {
     /// Where spans go.

@@ -6,25 +6,18 @@ use std::net::SocketAddr;
 use std::time::SystemTime;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{
-    SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
-};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
+use opentelemetry_sdk::trace::Sampler;
 
-use super::attributes::{self, RequestInfo, keys};
+use super::attributes::RequestInfo;
 use super::config::{ClientAddressMode, TraceContextMode};
+use super::record::SpanRecord;
+use super::recorder::SpanRecorder;
 use super::route::{RouteError, RouteTable};
 use crate::attribution::Plan;
 use crate::classify::Classification;
 use crate::config::Config;
-
-/// The span's name until it is known to be recorded (and named after its route).
-const UNNAMED: &str = "HTTP";
-/// Attributes a span can carry: request (10), routing (2), classification and first touch
-/// (20), response and error (2), with room to spare.
-const MAX_ATTRIBUTES: usize = 40;
 
 /// The W3C `traceparent` header.
 pub const TRACEPARENT: &str = "traceparent";
@@ -98,18 +91,20 @@ pub struct TraceHeaders {
     pub tracestate: Option<String>,
 }
 
-/// A request's span from arrival to end.
+/// A request's span from arrival to end. Small: the recorded part is boxed, and only for a
+/// span the sampler keeps.
 #[derive(Debug)]
 pub struct RequestSpan {
     start: SystemTime,
     parent: Option<SpanContext>,
-    span: Option<SdkSpan>,
+    context: Option<SpanContext>,
+    record: Option<Box<SpanRecord>>,
 }
 
 impl RequestSpan {
     /// True once the span was started.
     pub fn started(&self) -> bool {
-        self.span.is_some()
+        self.context.is_some()
     }
 
     /// The client's span this request continues, if any.
@@ -119,34 +114,31 @@ impl RequestSpan {
 
     /// The context of darklight's span, once started.
     pub fn span_context(&self) -> Option<&SpanContext> {
-        self.span
-            .as_ref()
-            .map(opentelemetry::trace::Span::span_context)
+        self.context.as_ref()
     }
 }
 
-/// Creates request spans with a tracer and the compiled settings.
+/// Creates request spans with a recorder and the compiled settings.
 #[derive(Debug, Clone)]
 pub struct RequestTracer {
-    tracer: SdkTracer,
+    recorder: SpanRecorder,
     settings: SpanSettings,
     propagator: TraceContextPropagator,
 }
 
 impl RequestTracer {
     /// A tracer for requests.
-    pub fn new(tracer: SdkTracer, settings: SpanSettings) -> RequestTracer {
+    pub fn new(recorder: SpanRecorder, settings: SpanSettings) -> RequestTracer {
         RequestTracer {
-            tracer,
+            recorder,
             settings,
             propagator: TraceContextPropagator::new(),
         }
     }
 
-    /// A tracer from a throw-away provider with no exporter, for tests and benches.
+    /// A tracer that records every span and exports none, for tests and benches.
     pub fn detached(settings: SpanSettings) -> RequestTracer {
-        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
-        RequestTracer::new(provider.tracer("darklight"), settings)
+        RequestTracer::new(SpanRecorder::discarding(Sampler::AlwaysOn), settings)
     }
 
     /// The settings in force.
@@ -166,7 +158,8 @@ impl RequestTracer {
         RequestSpan {
             start: SystemTime::now(),
             parent,
-            span: None,
+            context: None,
+            record: None,
         }
     }
 
@@ -184,38 +177,20 @@ impl RequestTracer {
         request: &mut RequestSpan,
         describe: impl FnOnce() -> SpanStart<'a>,
     ) {
-        if request.span.is_some() {
+        if request.context.is_some() {
             return;
         }
-        let parent = match &request.parent {
-            Some(remote) => Context::new().with_remote_span_context(remote.clone()),
-            None => Context::new(),
-        };
-        // Sized for every attribute a span can get, so none is reallocated on the way.
-        let builder = self
-            .tracer
-            .span_builder(UNNAMED)
-            .with_kind(SpanKind::Server)
-            .with_start_time(request.start)
-            .with_attributes(Vec::with_capacity(MAX_ATTRIBUTES));
-        let mut span = self.tracer.build_with_context(builder, &parent);
-        if opentelemetry::trace::Span::is_recording(&span) {
-            let start = describe();
-            let mut attributes = Vec::with_capacity(MAX_ATTRIBUTES);
-            attributes::request_attributes(&start.request, &mut attributes);
-            attributes::routing_attributes(start.site, start.upstream, &mut attributes);
-            if let Some(classification) = start.classification {
-                let default_plan = Plan::default();
-                let plan = start.plan.unwrap_or(&default_plan);
-                attributes::classification_attributes(classification, plan, &mut attributes);
-            }
-            opentelemetry::trace::Span::update_name(
-                &mut span,
-                attributes::span_name(start.request.method, start.request.route),
+        let started = self.recorder.start(request.parent.as_ref());
+        if started.recorded {
+            let record = SpanRecord::new(
+                started.context.clone(),
+                request.parent.as_ref(),
+                request.start,
+                &describe(),
             );
-            opentelemetry::trace::Span::set_attributes(&mut span, attributes);
+            request.record = Some(Box::new(record));
         }
-        request.span = Some(span);
+        request.context = Some(started.context);
     }
 
     /// The headers the upstream request carries instead of the client's, when the mode injects.
@@ -243,36 +218,13 @@ impl RequestTracer {
         })
     }
 
-    /// Ends the span (it must have been started) with the response status and any error.
+    /// Ends the span (it must have been started) with the response status and any error,
+    /// and hands it over for export when it is recorded.
     pub fn finish(&self, request: &mut RequestSpan, end: &SpanEnd<'_>) {
-        let Some(mut span) = request.span.take() else {
-            return;
-        };
-        use opentelemetry::trace::Span as _;
-        if span.is_recording() {
-            let mut attributes = Vec::with_capacity(2);
-            attributes::response_attributes(end.status, &mut attributes);
-            let kind = end.error.as_ref().map(|(kind, _)| *kind);
-            if let Some(error_type) = attributes::error_type(end.status, kind) {
-                attributes.push(KeyValue::new(keys::ERROR_TYPE, error_type.clone()));
-                let description = match &end.error {
-                    Some((_, message)) => {
-                        span.add_event(
-                            "exception",
-                            vec![
-                                KeyValue::new("exception.type", error_type.clone()),
-                                KeyValue::new("exception.message", message.clone()),
-                            ],
-                        );
-                        message.clone()
-                    }
-                    None => format!("HTTP {}", end.status.unwrap_or(0)),
-                };
-                span.set_status(Status::error(description));
-            }
-            span.set_attributes(attributes);
+        if let Some(mut record) = request.record.take() {
+            record.end(end, SystemTime::now());
+            self.recorder.submit(record);
         }
-        span.end();
     }
 }
 
@@ -303,46 +255,22 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::sync::{Arc, Mutex};
 
-    use opentelemetry::trace::{SpanId, TraceId};
-    use opentelemetry_sdk::error::OTelSdkResult;
-    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use opentelemetry::Context;
+    use opentelemetry::trace::{SpanId, SpanKind, Status, TraceId};
 
+    use super::super::attributes::keys;
     use super::*;
-
-    /// Keeps finished spans in memory.
-    #[derive(Clone, Debug, Default)]
-    struct Collected(Arc<Mutex<Vec<SpanData>>>);
-
-    impl Collected {
-        fn get_finished_spans(&self) -> Result<Vec<SpanData>, ()> {
-            Ok(self.0.lock().unwrap().clone())
-        }
-    }
-
-    impl SpanExporter for Collected {
-        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-            self.0.lock().unwrap().extend(batch);
-            Ok(())
-        }
-    }
 
     const PARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    fn tracer(mode: TraceContextMode) -> (RequestTracer, Collected) {
-        let exporter = Collected::default();
-        let provider = SdkTracerProvider::builder()
-            .with_simple_exporter(exporter.clone())
-            .build();
+    fn tracer(mode: TraceContextMode) -> (RequestTracer, SpanRecorder) {
+        let recorder = SpanRecorder::collecting(Sampler::AlwaysOn);
         let settings = SpanSettings {
             trace_context: mode,
             ..SpanSettings::default()
         };
-        (
-            RequestTracer::new(provider.tracer("test"), settings),
-            exporter,
-        )
+        (RequestTracer::new(recorder.clone(), settings), recorder)
     }
 
     fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
@@ -432,7 +360,7 @@ mod tests {
                 error: None,
             },
         );
-        let spans = exporter.get_finished_spans().unwrap();
+        let spans = exporter.collected();
         assert_eq!(spans.len(), 1);
         let span = &spans[0];
         assert_eq!(span.name, "GET /articles/*");
@@ -466,7 +394,7 @@ mod tests {
                 "{mode:?}"
             );
             tracer.finish(&mut request, &SpanEnd::default());
-            let span = exporter.get_finished_spans().unwrap().remove(0);
+            let span = exporter.collected().remove(0);
             let continued = span.span_context.trace_id()
                 == TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
             assert_eq!(continued, continues, "{mode:?}");
@@ -482,16 +410,9 @@ mod tests {
     /// passes the trace on, marked not sampled.
     #[test]
     fn an_unsampled_span_skips_describing_the_request() {
-        for (sampler, recorded) in [
-            (opentelemetry_sdk::trace::Sampler::AlwaysOff, false),
-            (opentelemetry_sdk::trace::Sampler::AlwaysOn, true),
-        ] {
-            let exporter = Collected::default();
-            let provider = SdkTracerProvider::builder()
-                .with_sampler(sampler)
-                .with_simple_exporter(exporter.clone())
-                .build();
-            let tracer = RequestTracer::new(provider.tracer("test"), SpanSettings::default());
+        for (sampler, recorded) in [(Sampler::AlwaysOff, false), (Sampler::AlwaysOn, true)] {
+            let exporter = SpanRecorder::collecting(sampler);
+            let tracer = RequestTracer::new(exporter.clone(), SpanSettings::default());
             let mut request = tracer.begin(&http::HeaderMap::new());
             let mut described = false;
             tracer.start_with(&mut request, || {
@@ -516,7 +437,7 @@ mod tests {
                 upstream.traceparent
             );
             tracer.finish(&mut request, &SpanEnd::default());
-            let spans = exporter.get_finished_spans().unwrap();
+            let spans = exporter.collected();
             assert_eq!(spans.len(), usize::from(recorded));
             if let Some(span) = spans.first() {
                 assert_eq!(span.name, "GET /articles/*");
@@ -563,7 +484,7 @@ mod tests {
             start(&mut request, &tracer);
             let kind = error.as_ref().map(|(k, _)| *k);
             tracer.finish(&mut request, &SpanEnd { status, error });
-            let span = exporter.get_finished_spans().unwrap().pop().unwrap();
+            let span = exporter.collected().pop().unwrap();
             assert_eq!(
                 matches!(span.status, Status::Error { .. }),
                 is_error,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// Shortest time between two warnings of the same kind.
 pub const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Counters of one tracer provider.
+/// Counters of one telemetry pipeline.
 #[derive(Debug, Default)]
 pub struct ExportStats {
     exported: AtomicU64,
