@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
-use opentelemetry::{Key, KeyValue, Value};
+use opentelemetry::{Key, KeyValue};
 
 use crate::attribution::Touch;
 use crate::classify::{Classification, Name};
@@ -112,7 +112,7 @@ pub struct RequestInfo<'a> {
 /// The span name per the HTTP semantic conventions: `GET /articles/{slug}` when the route is
 /// known, else the method alone. Non-standard methods become `HTTP`.
 pub fn span_name(method: &str, route: Option<&str>) -> Cow<'static, str> {
-    let method = known_method(method).unwrap_or("HTTP");
+    let method = span_method(method);
     match route {
         Some(route) => {
             let mut name = String::with_capacity(method.len() + 1 + route.len());
@@ -125,6 +125,11 @@ pub fn span_name(method: &str, route: Option<&str>) -> Cow<'static, str> {
     }
 }
 
+/// The method part of a span's name: the method when it is a standard one, else `HTTP`.
+pub fn span_method(method: &str) -> &'static str {
+    known_method(method).unwrap_or("HTTP")
+}
+
 /// The method as a static string when it is one of the standard ones.
 fn known_method(method: &str) -> Option<&'static str> {
     const METHODS: [&str; 9] = [
@@ -133,35 +138,83 @@ fn known_method(method: &str) -> Option<&'static str> {
     METHODS.into_iter().find(|m| *m == method)
 }
 
+/// Where attributes go: the SDK's key-values ([`Vec<KeyValue>`]), or an encoder that writes
+/// them straight to the wire. One set of builders serves both, so the two cannot disagree.
+pub trait AttributeSink {
+    /// A text value, copied if the sink keeps it.
+    fn text(&mut self, key: &'static str, value: &str);
+    /// A text value that lives for the whole program.
+    fn static_text(&mut self, key: &'static str, value: &'static str) {
+        self.text(key, value);
+    }
+    /// A name from the rule set, shared rather than copied where the sink can.
+    fn name(&mut self, key: &'static str, value: &Name) {
+        self.text(key, value.as_str());
+    }
+    /// An integer.
+    fn int(&mut self, key: &'static str, value: i64);
+    /// A boolean.
+    fn boolean(&mut self, key: &'static str, value: bool);
+    /// A floating-point number.
+    fn float(&mut self, key: &'static str, value: f64);
+}
+
+impl AttributeSink for Vec<KeyValue> {
+    fn text(&mut self, key: &'static str, value: &str) {
+        self.push(KeyValue::new(key, value.to_string()));
+    }
+
+    fn static_text(&mut self, key: &'static str, value: &'static str) {
+        self.push(KeyValue::new(key, value));
+    }
+
+    fn name(&mut self, key: &'static str, value: &Name) {
+        self.push(KeyValue::new(Key::from_static_str(key), value.shared()));
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) {
+        self.push(KeyValue::new(key, value));
+    }
+
+    fn boolean(&mut self, key: &'static str, value: bool) {
+        self.push(KeyValue::new(key, value));
+    }
+
+    fn float(&mut self, key: &'static str, value: f64) {
+        self.push(KeyValue::new(key, value));
+    }
+}
+
 /// Appends the HTTP request attributes.
-pub fn request_attributes(request: &RequestInfo<'_>, out: &mut Vec<KeyValue>) {
-    let method = known_method(request.method)
-        .map_or_else(|| Value::from(request.method.to_string()), Value::from);
-    out.push(KeyValue::new(keys::HTTP_REQUEST_METHOD, method));
-    out.push(KeyValue::new(keys::URL_PATH, request.path.to_string()));
-    out.push(KeyValue::new(keys::URL_SCHEME, request.scheme));
+pub fn request_attributes(request: &RequestInfo<'_>, out: &mut impl AttributeSink) {
+    match known_method(request.method) {
+        Some(method) => out.static_text(keys::HTTP_REQUEST_METHOD, method),
+        None => out.text(keys::HTTP_REQUEST_METHOD, request.method),
+    }
+    out.text(keys::URL_PATH, request.path);
+    out.static_text(keys::URL_SCHEME, request.scheme);
     if let Some(query) = request.query.filter(|q| !q.is_empty()) {
-        out.push(KeyValue::new(keys::URL_QUERY, query.to_string()));
+        out.text(keys::URL_QUERY, query);
     }
     if let Some(route) = request.route {
-        out.push(KeyValue::new(keys::HTTP_ROUTE, route.to_string()));
+        out.text(keys::HTTP_ROUTE, route);
     }
     if let Some(agent) = request.user_agent {
-        out.push(KeyValue::new(keys::USER_AGENT_ORIGINAL, agent.to_string()));
+        out.text(keys::USER_AGENT_ORIGINAL, agent);
     }
     if let Some(address) = request.server_address {
-        out.push(KeyValue::new(keys::SERVER_ADDRESS, address.to_string()));
+        out.text(keys::SERVER_ADDRESS, address);
     }
     if let Some(port) = request.server_port {
-        out.push(KeyValue::new(keys::SERVER_PORT, i64::from(port)));
+        out.int(keys::SERVER_PORT, i64::from(port));
     }
     if let Some(version) = request.protocol_version {
-        out.push(KeyValue::new(keys::NETWORK_PROTOCOL_VERSION, version));
+        out.static_text(keys::NETWORK_PROTOCOL_VERSION, version);
     }
     if let Some(ip) = request.client_address {
         let mut text = String::with_capacity(16);
         crate::address_text::push_ip(&mut text, ip);
-        out.push(KeyValue::new(keys::CLIENT_ADDRESS, text));
+        out.text(keys::CLIENT_ADDRESS, &text);
     }
 }
 
@@ -169,16 +222,16 @@ pub fn request_attributes(request: &RequestInfo<'_>, out: &mut Vec<KeyValue>) {
 pub fn routing_attributes(
     site: Option<&str>,
     upstream: Option<SocketAddr>,
-    out: &mut Vec<KeyValue>,
+    out: &mut impl AttributeSink,
 ) {
     if let Some(site) = site {
-        out.push(KeyValue::new(keys::SITE, site.to_string()));
+        out.text(keys::SITE, site);
     }
     if let Some(upstream) = upstream {
-        out.push(KeyValue::new(
+        out.text(
             keys::UPSTREAM,
-            crate::address_text::socket_addr_string(upstream),
-        ));
+            &crate::address_text::socket_addr_string(upstream),
+        );
     }
 }
 
@@ -186,26 +239,23 @@ pub fn routing_attributes(
 pub fn classification_attributes(
     classification: &Classification,
     first_touch: Option<&Touch>,
-    out: &mut Vec<KeyValue>,
+    out: &mut impl AttributeSink,
 ) {
-    out.push(KeyValue::new(
-        keys::CHANNEL,
-        classification.channel.as_str(),
-    ));
+    out.static_text(keys::CHANNEL, classification.channel.as_str());
     push_name(out, keys::SOURCE, classification.source.as_ref());
     push_name(out, keys::MEDIUM, classification.medium.as_ref());
     push_name(out, keys::IN_APP, classification.in_app.as_ref());
-    out.push(KeyValue::new(keys::IS_BOT, classification.is_bot));
+    out.boolean(keys::IS_BOT, classification.is_bot);
     push_name(out, keys::PREVIEW_BOT, classification.preview_bot.as_ref());
-    out.push(KeyValue::new(
+    out.float(
         keys::CONFIDENCE,
         round_confidence(classification.confidence),
-    ));
+    );
     let reasons = &classification.reasons;
     if !reasons.is_empty() {
         let mut text = String::with_capacity(reasons.text_len());
         reasons.push_text(&mut text);
-        out.push(KeyValue::new(keys::REASONS, text));
+        out.text(keys::REASONS, &text);
     }
 
     let campaign = &classification.campaign;
@@ -218,14 +268,11 @@ pub fn classification_attributes(
         (keys::CAMPAIGN_ID, &campaign.id),
     ] {
         if let Some(value) = value {
-            out.push(KeyValue::new(key, value.clone()));
+            out.text(key, value);
         }
     }
     if let Some(click_id) = &campaign.click_id {
-        out.push(KeyValue::new(
-            keys::CAMPAIGN_CLICK_ID,
-            click_id.param.shared(),
-        ));
+        out.name(keys::CAMPAIGN_CLICK_ID, &click_id.param);
     }
 
     if let Some(first) = first_touch {
@@ -233,29 +280,23 @@ pub fn classification_attributes(
     }
 }
 
-fn first_touch_attributes(first: &Touch, out: &mut Vec<KeyValue>) {
-    out.push(KeyValue::new(
-        keys::FIRST_TOUCH_CHANNEL,
-        first.channel.as_str(),
-    ));
+fn first_touch_attributes(first: &Touch, out: &mut impl AttributeSink) {
+    out.static_text(keys::FIRST_TOUCH_CHANNEL, first.channel.as_str());
     push_name(out, keys::FIRST_TOUCH_SOURCE, first.source.as_ref());
     push_name(out, keys::FIRST_TOUCH_MEDIUM, first.medium.as_ref());
     if let Some(campaign) = &first.campaign {
-        out.push(KeyValue::new(keys::FIRST_TOUCH_CAMPAIGN, campaign.clone()));
+        out.text(keys::FIRST_TOUCH_CAMPAIGN, campaign);
     }
-    out.push(KeyValue::new(
+    out.int(
         keys::FIRST_TOUCH_SEEN,
         i64::try_from(first.timestamp).unwrap_or(i64::MAX),
-    ));
+    );
 }
 
 /// Appends the response status.
-pub fn response_attributes(status: Option<u16>, out: &mut Vec<KeyValue>) {
+pub fn response_attributes(status: Option<u16>, out: &mut impl AttributeSink) {
     if let Some(status) = status.filter(|s| *s > 0) {
-        out.push(KeyValue::new(
-            keys::HTTP_RESPONSE_STATUS_CODE,
-            i64::from(status),
-        ));
+        out.int(keys::HTTP_RESPONSE_STATUS_CODE, i64::from(status));
     }
 }
 
@@ -274,9 +315,9 @@ fn round_confidence(confidence: f32) -> f64 {
     (f64::from(confidence) * 100.0).round() / 100.0
 }
 
-fn push_name(out: &mut Vec<KeyValue>, key: &'static str, name: Option<&Name>) {
+fn push_name(out: &mut impl AttributeSink, key: &'static str, name: Option<&Name>) {
     if let Some(name) = name {
-        out.push(KeyValue::new(Key::from_static_str(key), name.shared()));
+        out.name(key, name);
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
 use http::uri::PathAndQuery;
+use opentelemetry::InstrumentationScope;
 use opentelemetry_http::HttpClient;
 use opentelemetry_http::hyper::HyperClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
@@ -26,8 +27,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use super::config::{OtlpCompression, OtlpProtocol};
 use super::otlp_tls::CollectorTls;
-use super::otlp_wire::encode_export_request_paced;
-use super::pipeline::Pacing;
+use super::otlp_wire::{encode_export_request_paced, encode_records_paced};
+use super::pipeline::{Pacing, RecordExporter, Records};
 use super::settings::{CollectorHeaders, TlsFiles};
 
 /// The gRPC method of OTLP traces.
@@ -236,13 +237,51 @@ impl SpanExporter for OtlpExporter {
         // The guard's timeout counts from here, encoding included.
         let started = tokio::time::Instant::now();
         let mut body = Vec::new();
-        let mut pause = || {
-            if let Some(pacing) = &self.pacing {
-                pacing.pause();
-            }
-        };
+        let mut pause = || self.pause();
         encode_export_request_paced(&batch, &self.resource, &mut body, SLICE, &mut pause);
         release_in_slices(batch, SLICE, &mut pause);
+        self.deliver(body, started).await
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.resource = resource.clone();
+    }
+}
+
+impl RecordExporter for OtlpExporter {
+    async fn export_records(
+        &self,
+        records: Records,
+        scope: &InstrumentationScope,
+    ) -> OTelSdkResult {
+        let started = tokio::time::Instant::now();
+        let mut body = Vec::new();
+        let mut pause = || self.pause();
+        encode_records_paced(
+            &records,
+            &self.resource,
+            scope,
+            &mut body,
+            SLICE,
+            &mut pause,
+        );
+        release_in_slices(records, SLICE, &mut pause);
+        self.deliver(body, started).await
+    }
+}
+
+impl OtlpExporter {
+    /// Yields the export thread when pacing allows.
+    fn pause(&self) {
+        if let Some(pacing) = &self.pacing {
+            pacing.pause();
+        }
+    }
+
+    /// Compresses (over HTTP, when asked) and sends one encoded batch, retrying transient
+    /// failures within the export timeout counted from `started`.
+    async fn deliver(&self, body: Vec<u8>, started: tokio::time::Instant) -> OTelSdkResult {
+        let mut pause = || self.pause();
         // gRPC compresses in tonic; HTTP bodies here, yielding between slices as encoding does.
         let gzip_body = matches!(self.transport, Transport::Http { .. })
             && self.compression == OtlpCompression::Gzip;
@@ -281,10 +320,6 @@ impl SpanExporter for OtlpExporter {
                 Err(failure) => return Err(OTelSdkError::InternalFailure(failure.message)),
             }
         }
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = resource.clone();
     }
 }
 

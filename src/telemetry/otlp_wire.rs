@@ -1,5 +1,5 @@
 //! OTLP/protobuf encoding of a span batch (`ExportTraceServiceRequest`), written straight from
-//! the SDK's `SpanData` into one reusable buffer.
+//! darklight's span records, or from the SDK's `SpanData`, into one reusable buffer.
 //!
 //! The generic exporter path clones the batch, converts every span into generated protobuf
 //! structs (a `String` per attribute key and value) and only then encodes them: about ten
@@ -15,6 +15,9 @@ use opentelemetry::trace::{SpanId, SpanKind, Status};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
+
+use super::attributes::AttributeSink;
+use super::record::SpanRecord;
 
 const LEN: u8 = 2;
 const VARINT: u8 = 0;
@@ -66,24 +69,9 @@ pub fn encode_export_request_paced(
         + resource.schema_url().map_or(0, str_len);
 
     out.reserve(field_len(resource_spans_len));
-    // ExportTraceServiceRequest.resource_spans = 1
-    put_header(out, 1, resource_spans_len);
-    // ResourceSpans.resource = 1
-    put_header(out, 1, resource_len(resource));
-    for kv in resource.iter() {
-        put_key_value(out, 1, kv.0.as_str(), kv.1);
-    }
+    put_resource(out, resource, resource_spans_len);
     for (index, scope) in layout.scopes.iter().enumerate() {
-        // ResourceSpans.scope_spans = 2, ScopeSpans.scope = 1
-        put_header(out, 2, scope_spans_lens[index]);
-        put_header(out, 1, scope_len(scope));
-        put_str(out, 1, scope.name());
-        if let Some(version) = scope.version() {
-            put_str(out, 2, version);
-        }
-        for kv in scope.attributes() {
-            put_key_value(out, 3, kv.key.as_str(), &kv.value);
-        }
+        put_scope(out, scope, scope_spans_lens[index]);
         for (span, len) in layout.spans_in(index) {
             // ScopeSpans.spans = 2
             put_header(out, 2, len);
@@ -96,6 +84,78 @@ pub fn encode_export_request_paced(
     }
     if let Some(url) = resource.schema_url() {
         put_str(out, 3, url);
+    }
+}
+
+/// [`encode_export_request_paced`] for span records, all of `scope`: each record's attributes
+/// are written straight from it, with no key-value built in between. The bytes are those of
+/// the records turned into the SDK's form ([`SpanRecord::into_span_data`]) and encoded.
+pub fn encode_records_paced(
+    records: &[Box<SpanRecord>],
+    resource: &Resource,
+    scope: &InstrumentationScope,
+    out: &mut Vec<u8>,
+    slice: usize,
+    pause: &mut dyn FnMut(),
+) {
+    if records.is_empty() {
+        return;
+    }
+    let mut pacer = Pacer::new(slice, pause);
+    let lens: Vec<usize> = records
+        .iter()
+        .map(|record| {
+            let len = record_len(record);
+            pacer.tick();
+            len
+        })
+        .collect();
+    let scope_spans_len = field_len(scope_len(scope))
+        + lens.iter().map(|len| field_len(*len)).sum::<usize>()
+        + scope.schema_url().map_or(0, str_len);
+    let resource_spans_len = field_len(resource_len(resource))
+        + field_len(scope_spans_len)
+        + resource.schema_url().map_or(0, str_len);
+
+    out.reserve(field_len(resource_spans_len));
+    put_resource(out, resource, resource_spans_len);
+    put_scope(out, scope, scope_spans_len);
+    for (record, len) in records.iter().zip(lens) {
+        // ScopeSpans.spans = 2
+        put_header(out, 2, len);
+        put_record(out, record);
+        pacer.tick();
+    }
+    if let Some(url) = scope.schema_url() {
+        put_str(out, 3, url);
+    }
+    if let Some(url) = resource.schema_url() {
+        put_str(out, 3, url);
+    }
+}
+
+/// Opens the batch's one `ResourceSpans` (of `len` bytes) and writes its resource.
+fn put_resource(out: &mut Vec<u8>, resource: &Resource, len: usize) {
+    // ExportTraceServiceRequest.resource_spans = 1
+    put_header(out, 1, len);
+    // ResourceSpans.resource = 1
+    put_header(out, 1, resource_len(resource));
+    for kv in resource.iter() {
+        put_key_value(out, 1, kv.0.as_str(), kv.1);
+    }
+}
+
+/// Opens a `ScopeSpans` (of `len` bytes) and writes its scope.
+fn put_scope(out: &mut Vec<u8>, scope: &InstrumentationScope, len: usize) {
+    // ResourceSpans.scope_spans = 2, ScopeSpans.scope = 1
+    put_header(out, 2, len);
+    put_header(out, 1, scope_len(scope));
+    put_str(out, 1, scope.name());
+    if let Some(version) = scope.version() {
+        put_str(out, 2, version);
+    }
+    for kv in scope.attributes() {
+        put_key_value(out, 3, kv.key.as_str(), &kv.value);
     }
 }
 
@@ -270,6 +330,149 @@ fn put_span(out: &mut Vec<u8>, span: &SpanData) {
     );
 }
 
+// --- span records ------------------------------------------------------------------------------
+
+/// The `Span.kind` of every record: `SPAN_KIND_SERVER`.
+const SERVER: u64 = 2;
+/// The name of the event a proxy error adds.
+const EXCEPTION: &str = "exception";
+const EXCEPTION_TYPE: &str = "exception.type";
+const EXCEPTION_MESSAGE: &str = "exception.message";
+
+fn record_len(record: &SpanRecord) -> usize {
+    let context = record.context();
+    let (parent, _) = record.parent();
+    let (start, end) = record.times();
+    let (method, route) = record.name_parts();
+    let mut attributes = AttributesLen(0);
+    record.visit_attributes(&mut attributes);
+    let exception = record.exception().map_or(0, |(error_type, message)| {
+        field_len(exception_len(end, &error_type, message))
+    });
+    bytes_len(16)
+        + bytes_len(8)
+        + str_len(&context.trace_state().header())
+        + if parent == SpanId::INVALID {
+            0
+        } else {
+            bytes_len(8)
+        }
+        + field_len(name_len(method, route))
+        + varint_field_len(SERVER)
+        + fixed64_len(nanos(start))
+        + fixed64_len(nanos(end))
+        + attributes.0
+        + exception
+        + field_len(status_len(&record.status()))
+        + (2 + 4) // flags = 16: a two-byte tag
+}
+
+/// Writes a record's `Span` body, field by field as [`put_span`] does; the counts of dropped
+/// attributes, events and links are zero, so omitted, and a record has no links.
+fn put_record(out: &mut Vec<u8>, record: &SpanRecord) {
+    let context = record.context();
+    let (parent, parent_is_remote) = record.parent();
+    let (start, end) = record.times();
+    let (method, route) = record.name_parts();
+    put_bytes(out, 1, &context.trace_id().to_bytes());
+    put_bytes(out, 2, &context.span_id().to_bytes());
+    put_str(out, 3, &context.trace_state().header());
+    if parent != SpanId::INVALID {
+        put_bytes(out, 4, &parent.to_bytes());
+    }
+    put_header(out, 5, name_len(method, route));
+    out.extend_from_slice(method.as_bytes());
+    if let Some(route) = route {
+        out.push(b' ');
+        out.extend_from_slice(route.as_bytes());
+    }
+    put_varint_field(out, 6, SERVER);
+    put_fixed64(out, 7, nanos(start));
+    put_fixed64(out, 8, nanos(end));
+    record.visit_attributes(&mut PutAttributes { out, field: 9 });
+    if let Some((error_type, message)) = record.exception() {
+        put_header(out, 11, exception_len(end, &error_type, message));
+        put_fixed64(out, 1, nanos(end));
+        put_str(out, 2, EXCEPTION);
+        put_scalar_key_value(out, 3, EXCEPTION_TYPE, Scalar::Str(&error_type));
+        put_scalar_key_value(out, 3, EXCEPTION_MESSAGE, Scalar::Str(message));
+    }
+    let status = record.status();
+    put_header(out, 15, status_len(&status));
+    if let Status::Error { description } = &status {
+        put_str(out, 2, description);
+    }
+    put_varint_field(out, 3, u64::from(status_code(&status)));
+    put_fixed32(
+        out,
+        16,
+        span_flags(parent_is_remote, context.trace_flags().to_u8()),
+    );
+}
+
+/// The length of `GET /route` (or `GET`).
+fn name_len(method: &str, route: Option<&str>) -> usize {
+    method.len() + route.map_or(0, |route| 1 + route.len())
+}
+
+fn exception_len(at: SystemTime, error_type: &str, message: &str) -> usize {
+    fixed64_len(nanos(at))
+        + str_len(EXCEPTION)
+        + field_len(scalar_key_value_len(
+            EXCEPTION_TYPE,
+            Scalar::Str(error_type),
+        ))
+        + field_len(scalar_key_value_len(
+            EXCEPTION_MESSAGE,
+            Scalar::Str(message),
+        ))
+}
+
+/// Sums the encoded size of the attributes it is given.
+struct AttributesLen(usize);
+
+impl AttributeSink for AttributesLen {
+    fn text(&mut self, key: &'static str, value: &str) {
+        self.0 += field_len(scalar_key_value_len(key, Scalar::Str(value)));
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) {
+        self.0 += field_len(scalar_key_value_len(key, Scalar::I64(value)));
+    }
+
+    fn boolean(&mut self, key: &'static str, value: bool) {
+        self.0 += field_len(scalar_key_value_len(key, Scalar::Bool(value)));
+    }
+
+    fn float(&mut self, key: &'static str, value: f64) {
+        self.0 += field_len(scalar_key_value_len(key, Scalar::F64(value)));
+    }
+}
+
+/// Writes the attributes it is given as `KeyValue` messages in `field`.
+struct PutAttributes<'o> {
+    out: &'o mut Vec<u8>,
+    field: u32,
+}
+
+impl AttributeSink for PutAttributes<'_> {
+    fn text(&mut self, key: &'static str, value: &str) {
+        put_scalar_key_value(self.out, self.field, key, Scalar::Str(value));
+    }
+
+    fn int(&mut self, key: &'static str, value: i64) {
+        put_scalar_key_value(self.out, self.field, key, Scalar::I64(value));
+    }
+
+    fn boolean(&mut self, key: &'static str, value: bool) {
+        put_scalar_key_value(self.out, self.field, key, Scalar::Bool(value));
+    }
+
+    fn float(&mut self, key: &'static str, value: f64) {
+        put_scalar_key_value(self.out, self.field, key, Scalar::F64(value));
+    }
+}
+
 fn event_len(event: &opentelemetry::trace::Event) -> usize {
     fixed64_len(nanos(event.timestamp))
         + str_len(&event.name)
@@ -332,6 +535,18 @@ fn attributes_len<'a>(attributes: impl Iterator<Item = &'a KeyValue>) -> usize {
 
 fn key_value_len(key: &str, value: &Value) -> usize {
     str_len(key) + field_len(any_value_len(value))
+}
+
+fn scalar_key_value_len(key: &str, value: Scalar<'_>) -> usize {
+    str_len(key) + field_len(scalar_len(value))
+}
+
+fn put_scalar_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: Scalar<'_>) {
+    put_header(out, field, scalar_key_value_len(key, value));
+    put_str(out, 1, key);
+    // KeyValue.value = 2
+    put_header(out, 2, scalar_len(value));
+    put_scalar(out, value);
 }
 
 fn put_key_value(out: &mut Vec<u8>, field: u32, key: &str, value: &Value) {
@@ -601,6 +816,157 @@ mod tests {
             .unwrap_or_else(|e| panic!("not a valid ExportTraceServiceRequest: {e}"));
         assert_eq!(decoded, expected);
         assert_eq!(bytes, expected.encode_to_vec());
+    }
+
+    /// Records of every shape: classified or not, first touch, remote parent with trace state,
+    /// proxy error, 5xx alone, unknown method, no route, odd text.
+    fn records() -> crate::telemetry::pipeline::Records {
+        use crate::attribution::Touch;
+        use crate::classify::{
+            Channel, Classification, Classifier, Name, RequestFacts, SiteProfile,
+        };
+        use crate::telemetry::attributes::RequestInfo;
+        use crate::telemetry::span::{SpanEnd, SpanStart};
+
+        let classifier = Classifier::builtin().unwrap();
+        let profile = SiteProfile::permissive_default();
+        let classify = |uri: &str, headers: &[(&str, &str)]| {
+            let uri: http::Uri = uri.parse().unwrap();
+            let mut map = http::HeaderMap::new();
+            for (name, value) in headers {
+                map.insert(
+                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            let facts = RequestFacts::from_http(&http::Method::GET, &uri, &map, "dl_first");
+            classifier.classify(&facts, &profile)
+        };
+        let campaign = classify(
+            "/a?utm_source=news&utm_medium=email&utm_campaign=spring&gclid=x",
+            &[("referer", "https://www.google.com/")],
+        );
+        let in_app = classify(
+            "/articles/2026/11/deep",
+            &[(
+                "user-agent",
+                "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) Mobile/15E148 [FBAN/FBIOS;FBAV/440.0]",
+            )],
+        );
+        let plan = crate::attribution::Plan {
+            first_touch: Some(Touch {
+                channel: Channel::Email,
+                source: Some(Name::new("newsletter")),
+                medium: None,
+                campaign: Some("spring".into()),
+                timestamp: 1_790_000_000,
+            }),
+            ..crate::attribution::Plan::default()
+        };
+        let parent = context(0x1234, 0x55, "vendor=abc,other=1", true);
+        let at = UNIX_EPOCH + Duration::from_nanos(1_764_000_000_123_456_789);
+        let full = RequestInfo {
+            method: "GET",
+            path: "/articles/ü?",
+            query: Some("utm_source=news"),
+            scheme: "https",
+            user_agent: Some("Mozilla/5.0 \u{1F600}"),
+            server_address: Some("news.example.com"),
+            server_port: Some(443),
+            protocol_version: Some("1.1"),
+            client_address: Some("2001:db8::".parse().unwrap()),
+            route: Some("/articles/{slug}"),
+        };
+        // (method, classification, first touch, parent, status, proxy error)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Classification>,
+            bool,
+            bool,
+            Option<u16>,
+            Option<(&'a str, &'a str)>,
+        );
+        let cases: [Case<'_>; 6] = [
+            ("GET", Some(&campaign), true, true, Some(200), None),
+            ("GET", Some(&in_app), false, false, Some(304), None),
+            (
+                "POST",
+                None,
+                false,
+                false,
+                Some(502),
+                Some(("ConnectRefused", "refused")),
+            ),
+            ("GET", Some(&campaign), false, true, Some(503), None),
+            ("BREW", None, false, false, None, None),
+            (
+                "HEAD",
+                Some(&Classification::unclassified()),
+                true,
+                false,
+                Some(404),
+                None,
+            ),
+        ];
+        cases
+            .into_iter()
+            .enumerate()
+            .map(
+                |(n, (method, classification, first, with_parent, status, error))| {
+                    let request = RequestInfo {
+                        method,
+                        route: (n % 2 == 0).then_some("/articles/{slug}"),
+                        query: (n != 1).then_some("utm_source=news"),
+                        ..full.clone()
+                    };
+                    let start = SpanStart {
+                        request,
+                        site: (n != 4).then_some("news"),
+                        upstream: (n != 3).then(|| "127.0.0.1:3000".parse().unwrap()),
+                        classification,
+                        plan: first.then_some(&plan),
+                    };
+                    let mut record = SpanRecord::new(
+                        context(
+                            0xabc + n as u128,
+                            0x10 + n as u64,
+                            if with_parent { "vendor=abc" } else { "" },
+                            false,
+                        ),
+                        with_parent.then_some(&parent),
+                        at,
+                        &start,
+                    );
+                    let end = SpanEnd {
+                        status,
+                        error: error.map(|(kind, message)| (kind, message.to_string())),
+                    };
+                    record.end(&end, at + Duration::from_micros(850));
+                    Box::new(record)
+                },
+            )
+            .collect()
+    }
+
+    /// Records encoded directly are byte for byte the same records turned into the SDK's form
+    /// and encoded (checked against the generated types above).
+    #[test]
+    fn records_encode_as_their_span_data_does() {
+        let scope = darklight_scope();
+        let resource = resource();
+        let mut direct = Vec::new();
+        encode_records_paced(&records(), &resource, &scope, &mut direct, 2, &mut || {});
+        let spans: Vec<SpanData> = records()
+            .into_iter()
+            .map(|record| record.into_span_data(&scope))
+            .collect();
+        assert!(spans.iter().any(|s| s.events.len() == 1));
+        assert!(spans.iter().any(|s| s.attributes.len() > 25));
+        assert_same_as_generated(&spans, &resource);
+        assert_eq!(direct, encoded(&spans, &resource));
+        let mut nothing = Vec::new();
+        encode_records_paced(&[], &resource, &scope, &mut nothing, 2, &mut || {});
+        assert!(nothing.is_empty());
     }
 
     #[test]

@@ -131,12 +131,9 @@ impl fmt::Debug for Wake {
     }
 }
 
-/// Spans converted between two chances for the export thread to give its CPU away.
-const SLICE: usize = 16;
-
 /// The export thread: takes the queued spans every `scheduled_delay`, or as soon as
 /// `max_export_batch_size` of them wait, and exports them in batches of at most that size,
-/// building each span's attributes just before.
+/// which the OTLP exporter encodes straight from their records.
 #[derive(Debug)]
 pub(crate) struct ExportThread {
     wake: SyncSender<Wake>,
@@ -145,7 +142,7 @@ pub(crate) struct ExportThread {
 
 impl ExportThread {
     /// Starts the thread for `exporter`; spans go in through the returned queue.
-    pub(crate) fn start<E: SpanExporter + 'static>(
+    pub(crate) fn start<E: RecordExporter + 'static>(
         exporter: GuardedExporter<E>,
         scope: InstrumentationScope,
         batch: &BatchConfig,
@@ -167,7 +164,6 @@ impl ExportThread {
             scope,
             max_batch,
             delay: batch.scheduled_delay.0,
-            pacing: Pacing::new(Arc::clone(&depth), capacity),
             woken: Arc::clone(&woken),
             runtime,
         };
@@ -224,12 +220,11 @@ struct Worker<E> {
     scope: InstrumentationScope,
     max_batch: usize,
     delay: Duration,
-    pacing: Pacing,
     woken: Arc<AtomicBool>,
     runtime: tokio::runtime::Runtime,
 }
 
-impl<E: SpanExporter + 'static> Worker<E> {
+impl<E: RecordExporter + 'static> Worker<E> {
     fn run(self, queued: &Receiver<Box<SpanRecord>>, woken_by: &Receiver<Wake>) {
         let mut batch = Vec::with_capacity(self.max_batch);
         let mut due = Instant::now() + self.delay;
@@ -256,11 +251,7 @@ impl<E: SpanExporter + 'static> Worker<E> {
     }
 
     /// Exports every span queued now, in batches of at most `max_batch`.
-    #[allow(
-        clippy::vec_box,
-        reason = "records arrive boxed from the request path; unboxing would copy each"
-    )]
-    fn export_queued(&self, queued: &Receiver<Box<SpanRecord>>, batch: &mut Vec<Box<SpanRecord>>) {
+    fn export_queued(&self, queued: &Receiver<Box<SpanRecord>>, batch: &mut Records) {
         self.woken.store(false, Ordering::Release);
         while let Ok(record) = queued.try_recv() {
             batch.push(record);
@@ -271,23 +262,15 @@ impl<E: SpanExporter + 'static> Worker<E> {
         self.export(batch);
     }
 
-    /// Builds the spans of `batch` and exports them; the guard counts and logs the outcome.
-    #[allow(
-        clippy::vec_box,
-        reason = "records arrive boxed from the request path; unboxing would copy each"
-    )]
-    fn export(&self, batch: &mut Vec<Box<SpanRecord>>) {
+    /// Exports `batch`; the guard counts and logs the outcome.
+    fn export(&self, batch: &mut Records) {
         if batch.is_empty() {
             return;
         }
-        let mut spans = Vec::with_capacity(batch.len());
-        for (n, record) in batch.drain(..).enumerate() {
-            if n > 0 && n % SLICE == 0 {
-                self.pacing.pause();
-            }
-            spans.push(record.into_span_data(&self.scope));
-        }
-        let _ = self.runtime.block_on(self.exporter.export(spans));
+        let records = std::mem::replace(batch, Vec::with_capacity(self.max_batch));
+        let _ = self
+            .runtime
+            .block_on(self.exporter.export_records(records, &self.scope));
     }
 }
 
@@ -328,16 +311,23 @@ impl<E> fmt::Debug for GuardedExporter<E> {
     }
 }
 
-impl<E: SpanExporter + 'static> SpanExporter for GuardedExporter<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans = batch.len();
+impl<E: RecordExporter + 'static> GuardedExporter<E> {
+    /// Exports `records` (of `scope`) and counts the outcome.
+    pub(crate) async fn export_records(
+        &self,
+        records: Records,
+        scope: &InstrumentationScope,
+    ) -> OTelSdkResult {
+        let spans = records.len();
         self.depth.release(spans);
         let result = match &self.runtime {
             Some(runtime) => {
                 let inner = Arc::clone(&self.inner);
                 let timeout = self.timeout;
+                let scope = scope.clone();
                 let task = runtime.spawn(async move {
-                    match tokio::time::timeout(timeout, inner.export(batch)).await {
+                    match tokio::time::timeout(timeout, inner.export_records(records, &scope)).await
+                    {
                         Ok(result) => result,
                         Err(_) => Err(OTelSdkError::Timeout(timeout)),
                     }
@@ -349,27 +339,51 @@ impl<E: SpanExporter + 'static> SpanExporter for GuardedExporter<E> {
                     ))),
                 }
             }
-            None => self.inner.export(batch).await,
+            None => self.inner.export_records(records, scope).await,
         };
         let error = result.as_ref().err().map(ToString::to_string);
         self.stats.record_export(spans, error.as_deref());
         result
     }
 
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+    /// Lets the exporter release what it holds.
+    pub(crate) fn shutdown(&self) -> OTelSdkResult {
+        self.inner.shutdown()
     }
 
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
+    /// Labels the spans exported with `resource`; before the exporter is shared only.
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
         if let Some(inner) = Arc::get_mut(&mut self.inner) {
             inner.set_resource(resource);
         }
     }
 }
+
+/// A batch of span records, in the order they ended.
+#[allow(
+    clippy::vec_box,
+    reason = "records arrive boxed from the request path; unboxing would copy each"
+)]
+pub(crate) type Records = Vec<Box<SpanRecord>>;
+
+/// An exporter that takes span records. One that can encode them directly overrides
+/// [`RecordExporter::export_records`]; the others get them in the SDK's form.
+pub(crate) trait RecordExporter: SpanExporter {
+    /// Exports `records`, all of `scope`.
+    fn export_records(
+        &self,
+        records: Records,
+        scope: &InstrumentationScope,
+    ) -> impl Future<Output = OTelSdkResult> + Send {
+        let spans: Vec<SpanData> = records
+            .into_iter()
+            .map(|record| record.into_span_data(scope))
+            .collect();
+        self.export(spans)
+    }
+}
+
+impl RecordExporter for StdoutExporter {}
 
 /// Writes one JSON object per span to standard output, for local use.
 #[derive(Debug, Default)]
@@ -475,6 +489,8 @@ mod tests {
             Ok(())
         }
     }
+
+    impl RecordExporter for Batches {}
 
     /// An export thread whose scheduled export never comes during a test.
     fn start(queue: usize, batch: usize) -> (SpanQueue, ExportThread, Batches, Arc<ExportStats>) {

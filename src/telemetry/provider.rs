@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{Sampler, SpanExporter};
+use opentelemetry_sdk::trace::Sampler;
 
 use super::config::{BatchConfig, SamplerKind, TelemetryConfig};
 use super::otlp_export::OtlpExporter;
-use super::pipeline::{ExportThread, GuardedExporter, Pacing, QueueDepth, StdoutExporter};
+use super::pipeline::{
+    ExportThread, GuardedExporter, Pacing, QueueDepth, RecordExporter, StdoutExporter,
+};
 use super::recorder::SpanRecorder;
 use super::settings::{self, ExporterSettings, SamplerSettings, SettingsError, TelemetrySettings};
 use super::stats::ExportStats;
@@ -197,7 +199,7 @@ impl Telemetry {
     }
 }
 
-fn guarded<E: SpanExporter + 'static>(
+fn guarded<E: RecordExporter + 'static>(
     exporter: E,
     runtime: Option<tokio::runtime::Handle>,
     timeout: Duration,
@@ -214,7 +216,7 @@ fn guarded<E: SpanExporter + 'static>(
 }
 
 /// Starts the export thread for `exporter`, which labels spans with `resource`.
-fn start_export<E: SpanExporter + 'static>(
+fn start_export<E: RecordExporter + 'static>(
     mut exporter: GuardedExporter<E>,
     resource: &Resource,
     scope: InstrumentationScope,

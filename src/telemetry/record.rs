@@ -15,7 +15,7 @@ use opentelemetry::trace::{Event, SpanContext, SpanId, SpanKind, Status};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 
-use super::attributes::{self, RequestInfo, keys};
+use super::attributes::{self, AttributeSink, RequestInfo, keys};
 use super::span::{SpanEnd, SpanStart};
 use crate::attribution::Touch;
 use crate::classify::Classification;
@@ -156,47 +156,82 @@ impl SpanRecord {
         }
     }
 
+    /// Passes every attribute of the span to `sink`, in the order the SDK's form has them.
+    pub fn visit_attributes(&self, sink: &mut impl AttributeSink) {
+        let request = self.request_info();
+        attributes::request_attributes(&request, sink);
+        attributes::routing_attributes(self.site.map(|t| self.text(t)), self.upstream, sink);
+        if let Some(classification) = &self.classification {
+            attributes::classification_attributes(classification, self.first_touch.as_ref(), sink);
+        }
+        attributes::response_attributes(self.status, sink);
+        if let Some(error_type) = self.error_type() {
+            sink.text(keys::ERROR_TYPE, &error_type);
+        }
+    }
+
+    /// `error.type`, when the request failed.
+    fn error_type(&self) -> Option<Cow<'static, str>> {
+        let kind = self.error.as_ref().map(|(kind, _)| kind.as_str());
+        attributes::error_type(self.status, kind)
+    }
+
+    /// The span's name in two parts (`GET`, then the route when known), as
+    /// [`attributes::span_name`] joins them.
+    pub fn name_parts(&self) -> (&'static str, Option<&str>) {
+        (
+            attributes::span_method(self.text(self.method)),
+            self.route.map(|t| self.text(t)),
+        )
+    }
+
+    /// The parent span's id (invalid for a new trace) and whether it is remote.
+    pub fn parent(&self) -> (SpanId, bool) {
+        (self.parent_span_id, self.parent_is_remote)
+    }
+
+    /// When the request arrived and ended.
+    pub fn times(&self) -> (SystemTime, SystemTime) {
+        (self.start_time, self.end_time)
+    }
+
+    /// The span's status: an error when the request failed, with the proxy error's message
+    /// (`HTTP 503` for a 5xx alone); unset otherwise.
+    pub fn status(&self) -> Status {
+        if self.error_type().is_none() {
+            return Status::Unset;
+        }
+        match &self.error {
+            Some((_, message)) => Status::error(message.clone()),
+            None => Status::error(format!("HTTP {}", self.status.unwrap_or(0))),
+        }
+    }
+
+    /// The `exception` event's type and message, when the proxy failed.
+    pub fn exception(&self) -> Option<(Cow<'static, str>, &str)> {
+        let (_, message) = self.error.as_ref()?;
+        Some((self.error_type()?, message))
+    }
+
     /// The span in the SDK's form, with every attribute, for the exporters.
     pub fn into_span_data(self, scope: &InstrumentationScope) -> SpanData {
         let mut attributes = Vec::with_capacity(MAX_ATTRIBUTES);
+        self.visit_attributes(&mut attributes);
         let request = self.request_info();
-        attributes::request_attributes(&request, &mut attributes);
-        attributes::routing_attributes(
-            self.site.map(|t| self.text(t)),
-            self.upstream,
-            &mut attributes,
-        );
-        if let Some(classification) = &self.classification {
-            attributes::classification_attributes(
-                classification,
-                self.first_touch.as_ref(),
-                &mut attributes,
-            );
-        }
-        attributes::response_attributes(self.status, &mut attributes);
         let name = attributes::span_name(request.method, request.route);
         let mut events = SpanEvents::default();
-        let mut status = Status::Unset;
-        let kind = self.error.as_ref().map(|(kind, _)| kind.as_str());
-        if let Some(error_type) = attributes::error_type(self.status, kind) {
-            attributes.push(KeyValue::new(keys::ERROR_TYPE, error_type.clone()));
-            let description = match &self.error {
-                Some((_, message)) => {
-                    events.events.push(Event::new(
-                        "exception",
-                        self.end_time,
-                        vec![
-                            KeyValue::new("exception.type", error_type),
-                            KeyValue::new("exception.message", message.clone()),
-                        ],
-                        0,
-                    ));
-                    Cow::Owned(message.clone())
-                }
-                None => Cow::Owned(format!("HTTP {}", self.status.unwrap_or(0))),
-            };
-            status = Status::error(description);
+        if let Some((error_type, message)) = self.exception() {
+            events.events.push(Event::new(
+                "exception",
+                self.end_time,
+                vec![
+                    KeyValue::new("exception.type", error_type),
+                    KeyValue::new("exception.message", message.to_string()),
+                ],
+                0,
+            ));
         }
+        let status = self.status();
         SpanData {
             span_context: self.context,
             parent_span_id: self.parent_span_id,
