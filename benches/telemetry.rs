@@ -3,8 +3,8 @@
 //! (`darklight::telemetry::attributes`), into a fresh vector as the request path does.
 //!
 //! OTLP encoding of an export batch (`otlp_encode`, per span): darklight's encoder
-//! (`darklight::telemetry::otlp_wire`) against the generated protobuf types (conversion, then
-//! prost encoding), on the same 512 spans.
+//! (`darklight::telemetry::otlp_wire`), from the SDK's span data and straight from span records,
+//! against the generated protobuf types (conversion, then prost encoding), on the same 512 spans.
 //!
 //! Classifications, plans and spans are built before timing; only the operation is timed.
 
@@ -21,7 +21,9 @@ use darklight::offline::parse_line;
 use darklight::telemetry::attributes::{
     RequestInfo, classification_attributes, request_attributes, routing_attributes, span_name,
 };
-use darklight::telemetry::otlp_wire::encode_export_request;
+use darklight::telemetry::otlp_wire::{encode_export_request, encode_records_paced};
+use darklight::telemetry::record::SpanRecord;
+use darklight::telemetry::span::{SpanEnd, SpanStart};
 use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
 };
@@ -187,10 +189,48 @@ fn batch(
         .collect()
 }
 
+/// The same batch as span records, as the export thread receives them.
+#[allow(clippy::vec_box, reason = "records are boxed on the request path")]
+fn records(
+    inputs: &[(&'static str, Classification, Plan)],
+    request: &RequestInfo<'_>,
+) -> Vec<Box<SpanRecord>> {
+    let upstream: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+    (0..BATCH)
+        .map(|n| {
+            let (_, classification, plan) = &inputs[n % inputs.len()];
+            let context = SpanContext::new(
+                TraceId::from(n as u128 + 1),
+                SpanId::from(n as u64 + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::default(),
+            );
+            let start = UNIX_EPOCH + Duration::from_secs(NOW) + Duration::from_micros(n as u64);
+            let describe = SpanStart {
+                request: request.clone(),
+                site: Some("news"),
+                upstream: Some(upstream),
+                classification: Some(classification),
+                plan: Some(plan),
+            };
+            let mut record = SpanRecord::new(context, None, start, &describe);
+            let end = SpanEnd {
+                status: Some(200),
+                error: None,
+            };
+            record.end(&end, start + Duration::from_micros(900));
+            Box::new(record)
+        })
+        .collect()
+}
+
 fn otlp_encode(c: &mut Criterion) {
     let inputs = inputs();
     let request = dark_social_request();
     let spans = batch(&inputs, &request);
+    let records = records(&inputs, &request);
+    let scope = spans[0].instrumentation_scope.clone();
     let resource = Resource::builder_empty()
         .with_attributes([
             KeyValue::new("service.name", "darklight"),
@@ -207,6 +247,20 @@ fn otlp_encode(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             encode_export_request(black_box(&spans), &resource, &mut out);
+            out.len()
+        })
+    });
+    group.bench_function("darklight_encoder_from_records", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_records_paced(
+                black_box(&records),
+                &resource,
+                &scope,
+                &mut out,
+                usize::MAX,
+                &mut || {},
+            );
             out.len()
         })
     });
