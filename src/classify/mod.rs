@@ -59,3 +59,23 @@ pub use rules::{
     MediumRule, ParamName, PreviewBotRule, RuleError, RuleName, RuleSet, SourceKind, SourceRule,
 };
 pub use user_agent::UaToken;
+
+/// A `GET` of `uri` on `www.example.com` with `headers`, classified by the built-in rules: for
+/// the tests of modules that consume classifications.
+#[cfg(test)]
+pub(crate) fn classify_for_test(uri: &str, headers: &[(&str, &str)]) -> Classification {
+    let classifier = Classifier::builtin().unwrap();
+    let profile = SiteProfile::new(&["www.example.com".to_string()], &Default::default())
+        .unwrap_or_else(|_| SiteProfile::permissive_default());
+    let uri: http::Uri = uri.parse().unwrap();
+    let mut map = http::HeaderMap::new();
+    map.insert(http::header::HOST, "www.example.com".parse().unwrap());
+    for (name, value) in headers {
+        map.insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let facts = RequestFacts::from_http(&http::Method::GET, &uri, &map, "dl_first");
+    classifier.classify(&facts, &profile)
+}

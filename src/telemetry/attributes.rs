@@ -326,24 +326,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
-    use crate::classify::{Classifier, RequestFacts, SiteProfile};
-
-    fn classify(uri: &str, headers: &[(&str, &str)]) -> Classification {
-        let classifier = Classifier::builtin().unwrap();
-        let profile = SiteProfile::new(&["www.example.com".to_string()], &Default::default())
-            .unwrap_or_else(|_| SiteProfile::permissive_default());
-        let uri: http::Uri = uri.parse().unwrap();
-        let mut map = http::HeaderMap::new();
-        map.insert(http::header::HOST, "www.example.com".parse().unwrap());
-        for (name, value) in headers {
-            map.insert(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                value.parse().unwrap(),
-            );
-        }
-        let facts = RequestFacts::from_http(&http::Method::GET, &uri, &map, "dl_first");
-        classifier.classify(&facts, &profile)
-    }
+    use crate::classify::classify_for_test as classify;
 
     fn as_map(attributes: &[KeyValue]) -> HashMap<String, String> {
         let mut map = HashMap::new();

@@ -56,17 +56,9 @@ pub fn encode_export_request_paced(
         .scopes
         .iter()
         .enumerate()
-        .map(|(index, scope)| {
-            let spans: usize = layout.spans_in(index).map(|(_, len)| field_len(len)).sum();
-            field_len(scope_len(scope)) + spans + scope.schema_url().map_or(0, str_len)
-        })
+        .map(|(index, scope)| scope_spans_len(scope, layout.spans_in(index).map(|(_, len)| len)))
         .collect();
-    let resource_spans_len = field_len(resource_len(resource))
-        + scope_spans_lens
-            .iter()
-            .map(|len| field_len(*len))
-            .sum::<usize>()
-        + resource.schema_url().map_or(0, str_len);
+    let resource_spans_len = resource_spans_len(resource, scope_spans_lens.iter().copied());
 
     out.reserve(field_len(resource_spans_len));
     put_resource(out, resource, resource_spans_len);
@@ -110,12 +102,8 @@ pub fn encode_records_paced(
             len
         })
         .collect();
-    let scope_spans_len = field_len(scope_len(scope))
-        + lens.iter().map(|len| field_len(*len)).sum::<usize>()
-        + scope.schema_url().map_or(0, str_len);
-    let resource_spans_len = field_len(resource_len(resource))
-        + field_len(scope_spans_len)
-        + resource.schema_url().map_or(0, str_len);
+    let scope_spans_len = scope_spans_len(scope, lens.iter().copied());
+    let resource_spans_len = resource_spans_len(resource, std::iter::once(scope_spans_len));
 
     out.reserve(field_len(resource_spans_len));
     put_resource(out, resource, resource_spans_len);
@@ -132,6 +120,20 @@ pub fn encode_records_paced(
     if let Some(url) = resource.schema_url() {
         put_str(out, 3, url);
     }
+}
+
+/// The body length of a `ScopeSpans` holding spans of the given body lengths.
+fn scope_spans_len(scope: &InstrumentationScope, spans: impl Iterator<Item = usize>) -> usize {
+    field_len(scope_len(scope))
+        + spans.map(field_len).sum::<usize>()
+        + scope.schema_url().map_or(0, str_len)
+}
+
+/// The body length of the `ResourceSpans` holding `ScopeSpans` of the given body lengths.
+fn resource_spans_len(resource: &Resource, scope_spans: impl Iterator<Item = usize>) -> usize {
+    field_len(resource_len(resource))
+        + scope_spans.map(field_len).sum::<usize>()
+        + resource.schema_url().map_or(0, str_len)
 }
 
 /// Opens the batch's one `ResourceSpans` (of `len` bytes) and writes its resource.
@@ -822,26 +824,10 @@ mod tests {
     /// proxy error, 5xx alone, unknown method, no route, odd text.
     fn records() -> crate::telemetry::pipeline::Records {
         use crate::attribution::Touch;
-        use crate::classify::{
-            Channel, Classification, Classifier, Name, RequestFacts, SiteProfile,
-        };
+        use crate::classify::{Channel, Classification, Name, classify_for_test as classify};
         use crate::telemetry::attributes::RequestInfo;
         use crate::telemetry::span::{SpanEnd, SpanStart};
 
-        let classifier = Classifier::builtin().unwrap();
-        let profile = SiteProfile::permissive_default();
-        let classify = |uri: &str, headers: &[(&str, &str)]| {
-            let uri: http::Uri = uri.parse().unwrap();
-            let mut map = http::HeaderMap::new();
-            for (name, value) in headers {
-                map.insert(
-                    http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                    value.parse().unwrap(),
-                );
-            }
-            let facts = RequestFacts::from_http(&http::Method::GET, &uri, &map, "dl_first");
-            classifier.classify(&facts, &profile)
-        };
         let campaign = classify(
             "/a?utm_source=news&utm_medium=email&utm_campaign=spring&gclid=x",
             &[("referer", "https://www.google.com/")],

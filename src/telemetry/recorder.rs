@@ -73,33 +73,18 @@ impl SpanRecorder {
     pub fn start(&self, parent: Option<&SpanContext>) -> Started {
         let inner = &*self.inner;
         let span_id = inner.ids.new_span_id();
-        let (trace_id, sampling) = match parent {
-            Some(remote) => {
-                let trace_id = remote.trace_id();
-                let context = Context::new().with_remote_span_context(remote.clone());
-                let sampling = inner.sampler.should_sample(
-                    Some(&context),
-                    trace_id,
-                    UNNAMED,
-                    &SpanKind::Server,
-                    &[],
-                    &[],
-                );
-                (trace_id, sampling)
-            }
-            None => {
-                let trace_id = inner.ids.new_trace_id();
-                let sampling = inner.sampler.should_sample(
-                    None,
-                    trace_id,
-                    UNNAMED,
-                    &SpanKind::Server,
-                    &[],
-                    &[],
-                );
-                (trace_id, sampling)
-            }
-        };
+        // The sampler sees the remote parent through a context, as the SDK's tracer gives it.
+        let parent_context =
+            parent.map(|remote| Context::new().with_remote_span_context(remote.clone()));
+        let trace_id = parent.map_or_else(|| inner.ids.new_trace_id(), SpanContext::trace_id);
+        let sampling = inner.sampler.should_sample(
+            parent_context.as_ref(),
+            trace_id,
+            UNNAMED,
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
         let parent_flags = parent.map_or(TraceFlags::default(), SpanContext::trace_flags);
         // As the SDK's tracer does; a span recorded but not sampled is never exported, so it
         // is not recorded at all.
