@@ -3,9 +3,10 @@
 //! A span carries some twenty attribute values, and in the SDK's form each is its own string
 //! inside a 56-byte key-value, written by the request thread and read back much later by the
 //! export thread. A [`SpanRecord`] instead copies the request's text into one buffer and keeps
-//! the classification as it is (its names are shared); the attributes are built on the export
-//! thread just before encoding ([`SpanRecord::into_span_data`]), by the same functions as
-//! before, so a span's content does not depend on the path it took.
+//! the classification as it is (its names are shared). The attributes come out only at export,
+//! through the same builders either way: written straight into the OTLP encoder
+//! ([`SpanRecord::visit_attributes`]), or as the SDK's key-values for other exporters
+//! ([`SpanRecord::into_span_data`]), so a span's content does not depend on the path it took.
 
 use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
