@@ -61,8 +61,9 @@ pub use rules::{
 pub use user_agent::UaToken;
 
 /// A `GET` of `uri` on `www.example.com` with `headers`, classified by the built-in rules: for
-/// the tests of modules that consume classifications.
+/// the tests of the span attribute builders and the OTLP encoder.
 #[cfg(test)]
+#[cfg(feature = "telemetry")]
 pub(crate) fn classify_for_test(uri: &str, headers: &[(&str, &str)]) -> Classification {
     let classifier = Classifier::builtin().unwrap();
     let profile = SiteProfile::new(&["www.example.com".to_string()], &Default::default())
