@@ -97,14 +97,24 @@ pub struct TraceHeaders {
 pub struct RequestSpan {
     start: SystemTime,
     parent: Option<SpanContext>,
-    context: Option<SpanContext>,
-    record: Option<Box<SpanRecord>>,
+    span: SpanState,
+}
+
+/// Where a request's span stands; its context lives in the record when there is one.
+#[derive(Debug)]
+enum SpanState {
+    /// Not started yet, or already ended.
+    Pending,
+    /// Started and left out by the sampler: only its context flows on.
+    Unrecorded(SpanContext),
+    /// Started and recorded.
+    Recorded(Box<SpanRecord>),
 }
 
 impl RequestSpan {
     /// True once the span was started.
     pub fn started(&self) -> bool {
-        self.context.is_some()
+        !matches!(self.span, SpanState::Pending)
     }
 
     /// The client's span this request continues, if any.
@@ -112,9 +122,13 @@ impl RequestSpan {
         self.parent.as_ref()
     }
 
-    /// The context of darklight's span, once started.
+    /// The context of darklight's span, from its start to its end.
     pub fn span_context(&self) -> Option<&SpanContext> {
-        self.context.as_ref()
+        match &self.span {
+            SpanState::Pending => None,
+            SpanState::Unrecorded(context) => Some(context),
+            SpanState::Recorded(record) => Some(record.context()),
+        }
     }
 }
 
@@ -158,8 +172,7 @@ impl RequestTracer {
         RequestSpan {
             start: SystemTime::now(),
             parent,
-            context: None,
-            record: None,
+            span: SpanState::Pending,
         }
     }
 
@@ -177,20 +190,21 @@ impl RequestTracer {
         request: &mut RequestSpan,
         describe: impl FnOnce() -> SpanStart<'a>,
     ) {
-        if request.context.is_some() {
+        if request.started() {
             return;
         }
         let started = self.recorder.start(request.parent.as_ref());
-        if started.recorded {
+        request.span = if started.recorded {
             let record = SpanRecord::new(
-                started.context.clone(),
+                started.context,
                 request.parent.as_ref(),
                 request.start,
                 &describe(),
             );
-            request.record = Some(Box::new(record));
-        }
-        request.context = Some(started.context);
+            SpanState::Recorded(Box::new(record))
+        } else {
+            SpanState::Unrecorded(started.context)
+        };
     }
 
     /// The headers the upstream request carries instead of the client's, when the mode injects.
@@ -221,7 +235,9 @@ impl RequestTracer {
     /// Ends the span (it must have been started) with the response status and any error,
     /// and hands it over for export when it is recorded.
     pub fn finish(&self, request: &mut RequestSpan, end: &SpanEnd<'_>) {
-        if let Some(mut record) = request.record.take() {
+        if let SpanState::Recorded(mut record) =
+            std::mem::replace(&mut request.span, SpanState::Pending)
+        {
             record.end(end, SystemTime::now());
             self.recorder.submit(record);
         }
