@@ -3,8 +3,8 @@
 //!
 //! The configuration ([`config`]), its completion from the `OTEL_*` environment
 //! ([`settings`]), route matching ([`route`]) and client address truncation ([`address`]) are
-//! pure and build without the `telemetry` feature. Span building ([`attributes`], [`span`], [`record`]),
-//! sampling ([`recorder`]) and export ([`Telemetry`]) need it.
+//! pure and build without the `telemetry` feature. Span building ([`attributes`], [`span`],
+//! [`record`]), sampling ([`recorder`]) and export ([`Telemetry`]) need it.
 //!
 //! Trace context follows W3C Trace Context (`traceparent`, `tracestate`): by default darklight
 //! continues the client's trace and sends its own span to the upstream as the parent, so the

@@ -4,18 +4,16 @@
 //! A request only ever does a non-blocking enqueue: when the queue is full the span is dropped
 //! and counted ([`ExportStats`]). Exports run on a dedicated background thread
 //! ([`ExportThread`]), which hands the network work to a one-thread tokio runtime owned by
-//! telemetry, so a slow or absent collector never touches Pingora's runtimes. While the queue is nearly empty,
-//! the OTLP exporter yields that runtime's thread between slices of a batch ([`Pacing`]), so
-//! requests sharing its CPU do not wait for a whole batch.
+//! telemetry, so a slow or absent collector never touches Pingora's runtimes. While the queue
+//! is nearly empty, the OTLP exporter yields that runtime's thread between slices of a batch
+//! ([`Pacing`]), so requests sharing its CPU do not wait for a whole batch.
 
 use std::fmt;
 use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::trace::Status;
@@ -32,6 +30,16 @@ use super::stats::ExportStats;
 pub(crate) struct QueueDepth(AtomicUsize);
 
 impl QueueDepth {
+    /// Counts one more span if fewer than `capacity` are queued; the depth before, or `None`
+    /// when the queue is full.
+    fn reserve(&self, capacity: usize) -> Option<usize> {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |depth| {
+                (depth < capacity).then_some(depth + 1)
+            })
+            .ok()
+    }
+
     fn release(&self, spans: usize) {
         // Never underflows: every released span was reserved first.
         let _ = self
@@ -101,13 +109,7 @@ pub(crate) struct SpanQueue {
 impl SpanQueue {
     /// Queues `record` for export.
     pub(crate) fn push(&self, record: Box<SpanRecord>) {
-        let reserved = self
-            .depth
-            .0
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |depth| {
-                (depth < self.capacity).then_some(depth + 1)
-            });
-        let Ok(before) = reserved else {
+        let Some(before) = self.depth.reserve(self.capacity) else {
             self.stats.record_drop();
             return;
         };
