@@ -23,6 +23,7 @@ pub mod classify;
 pub mod config;
 pub mod correlation;
 pub mod limits;
+pub(crate) mod lookup_map;
 pub mod offline;
 #[cfg(feature = "proxy")]
 pub mod proxy;

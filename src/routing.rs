@@ -4,7 +4,7 @@
 //! label by label, then the default site. A host that matches nothing gets no site, so darklight
 //! never forwards to anything that is not configured.
 
-use std::collections::HashMap;
+use crate::lookup_map::LookupMap;
 
 use crate::config::HostPattern;
 
@@ -14,8 +14,8 @@ pub type SiteIndex = usize;
 /// Maps a request's host to a site.
 #[derive(Debug, Clone, Default)]
 pub struct SiteRouter {
-    exact: HashMap<String, SiteIndex>,
-    wildcard: HashMap<String, SiteIndex>,
+    exact: LookupMap<String, SiteIndex>,
+    wildcard: LookupMap<String, SiteIndex>,
     default_site: Option<SiteIndex>,
 }
 

@@ -4,10 +4,11 @@
 //! are not in the table are counted under `other`. Tables only grow (a reload adds names, it never
 //! renumbers), up to a fixed limit, so series keep their meaning for the life of the process.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+
+use crate::lookup_map::LookupMap;
 
 /// Number reserved for "no value" (`none`).
 pub const NONE: u16 = 0;
@@ -26,7 +27,7 @@ pub struct LabelTable {
 #[derive(Debug, Default)]
 struct Snapshot {
     names: Vec<Arc<str>>,
-    index: HashMap<Arc<str>, u16>,
+    index: LookupMap<Arc<str>, u16>,
 }
 
 impl LabelTable {
@@ -36,7 +37,7 @@ impl LabelTable {
         LabelTable {
             snapshot: ArcSwap::from_pointee(Snapshot {
                 names,
-                index: HashMap::new(),
+                index: LookupMap::default(),
             }),
             writer: Mutex::new(()),
             limit: limit.min(usize::from(u16::MAX) - 2),

@@ -125,11 +125,11 @@ pub struct Metrics {
     sites: LabelTable,
     sources: LabelTable,
     /// Requests by packed (site, source, channel, status class).
-    requests: DashMap<u64, AtomicU64>,
+    requests: CounterMap<u64>,
     classification: Histogram,
     request_duration: Histogram,
     /// Upstream errors by packed (site, kind).
-    upstream_errors: DashMap<u32, AtomicU64>,
+    upstream_errors: CounterMap<u32>,
     reloads_succeeded: AtomicU64,
     reloads_failed: AtomicU64,
     last_reload_successful: AtomicBool,
@@ -155,10 +155,10 @@ impl Metrics {
             started: now,
             sites: LabelTable::new(MAX_SITES),
             sources: LabelTable::new(MAX_SOURCES),
-            requests: DashMap::new(),
+            requests: CounterMap::default(),
             classification: Histogram::new(CLASSIFICATION_BUCKETS_NANOS),
             request_duration: Histogram::new(REQUEST_BUCKETS_NANOS),
-            upstream_errors: DashMap::new(),
+            upstream_errors: CounterMap::default(),
             reloads_succeeded: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload_successful: AtomicBool::new(true),
@@ -503,7 +503,11 @@ impl Metrics {
     }
 }
 
-fn increment<K: std::hash::Hash + Eq + Copy>(map: &DashMap<K, AtomicU64>, key: K) {
+/// Counters keyed by numbered labels: a bounded set of keys, so foldhash (see
+/// [`crate::lookup_map`]) rather than SipHash.
+type CounterMap<K> = DashMap<K, AtomicU64, foldhash::fast::RandomState>;
+
+fn increment<K: std::hash::Hash + Eq + Copy>(map: &CounterMap<K>, key: K) {
     if let Some(counter) = map.get(&key) {
         counter.fetch_add(1, Ordering::Relaxed);
         return;

@@ -6,12 +6,11 @@
 //! [`MAX_CAMPAIGN_VALUE_LEN`] bytes; invalid UTF-8 is replaced. The first occurrence of a
 //! parameter wins. Parameter names are matched case-insensitively.
 
-use std::collections::HashMap;
-
 use serde::Serialize;
 
 use super::name::Name;
 use super::text::{truncate_on_char_boundary, with_ascii_lowercase};
+use crate::lookup_map::LookupMap;
 
 /// Longest campaign value kept, in bytes (longer values are cut on a character boundary).
 pub const MAX_CAMPAIGN_VALUE_LEN: usize = 200;
@@ -81,7 +80,7 @@ pub(crate) struct QueryScan {
 }
 
 /// Scans a raw query string. `click_ids` maps lowercase parameter names to rule indexes.
-pub(crate) fn scan_query(query: &str, click_ids: &HashMap<Box<str>, u32>) -> QueryScan {
+pub(crate) fn scan_query(query: &str, click_ids: &LookupMap<Box<str>, u32>) -> QueryScan {
     let mut scan = QueryScan::default();
     for pair in query.split('&') {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -162,7 +161,7 @@ pub(crate) fn decode_value(raw: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn ids() -> HashMap<Box<str>, u32> {
+    fn ids() -> LookupMap<Box<str>, u32> {
         [("gclid", 0), ("fbclid", 5), ("sccid", 3)]
             .into_iter()
             .map(|(k, v)| (Box::from(k), v))

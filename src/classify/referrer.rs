@@ -15,7 +15,7 @@
 //! Patterns are lowercase host names; matching is case-insensitive. When several
 //! patterns match one host, exact beats `*.suffix` (longest suffix first) beats `name.*`.
 
-use std::collections::HashMap;
+use crate::lookup_map::LookupMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -112,25 +112,25 @@ impl<'de> Deserialize<'de> for HostPattern {
 /// Host patterns compiled into hash maps; lookups walk the host's labels.
 #[derive(Clone, Debug)]
 pub(crate) struct HostTable<T> {
-    exact: HashMap<Box<str>, T>,
-    subdomains: HashMap<Box<str>, T>,
-    any_tld: HashMap<Box<str>, T>,
-    subdomains_any_tld: HashMap<Box<str>, T>,
+    exact: LookupMap<Box<str>, T>,
+    subdomains: LookupMap<Box<str>, T>,
+    any_tld: LookupMap<Box<str>, T>,
+    subdomains_any_tld: LookupMap<Box<str>, T>,
 }
 
 impl<T> Default for HostTable<T> {
     fn default() -> Self {
         HostTable {
-            exact: HashMap::new(),
-            subdomains: HashMap::new(),
-            any_tld: HashMap::new(),
-            subdomains_any_tld: HashMap::new(),
+            exact: LookupMap::default(),
+            subdomains: LookupMap::default(),
+            any_tld: LookupMap::default(),
+            subdomains_any_tld: LookupMap::default(),
         }
     }
 }
 
 impl<T: Clone> HostTable<T> {
-    fn map_mut(&mut self, form: HostForm) -> &mut HashMap<Box<str>, T> {
+    fn map_mut(&mut self, form: HostForm) -> &mut LookupMap<Box<str>, T> {
         match form {
             HostForm::Exact => &mut self.exact,
             HostForm::Subdomains => &mut self.subdomains,
@@ -183,7 +183,7 @@ impl<T: Clone> HostTable<T> {
 }
 
 /// Looks up every proper parent suffix of `host` (`a.b.c` → `b.c`, `c`), longest first.
-fn lookup_parent_suffixes<'m, T>(map: &'m HashMap<Box<str>, T>, host: &str) -> Option<&'m T> {
+fn lookup_parent_suffixes<'m, T>(map: &'m LookupMap<Box<str>, T>, host: &str) -> Option<&'m T> {
     let mut rest = host;
     while let Some((_, parent)) = rest.split_once('.') {
         if let Some(v) = map.get(parent) {

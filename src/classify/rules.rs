@@ -8,6 +8,8 @@
 //! ones. Within one layer, a name, host, app or token claimed twice is an error.
 
 use std::collections::{HashMap, HashSet};
+
+use crate::lookup_map::LookupMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -437,15 +439,15 @@ pub(crate) struct CompiledMedium {
 pub(crate) struct CompiledRules {
     pub(crate) sources: Vec<CompiledSource>,
     pub(crate) hosts: HostTable<u32>,
-    pub(crate) apps: HashMap<Box<str>, u32>,
-    pub(crate) source_names: HashMap<Box<str>, u32>,
+    pub(crate) apps: LookupMap<Box<str>, u32>,
+    pub(crate) source_names: LookupMap<Box<str>, u32>,
     pub(crate) preview_bots: Vec<Name>,
     pub(crate) bots: Vec<(Name, BotKind)>,
     pub(crate) user_agents: UaMatcher,
     pub(crate) click_ids: Vec<CompiledClickId>,
-    pub(crate) click_id_params: HashMap<Box<str>, u32>,
+    pub(crate) click_id_params: LookupMap<Box<str>, u32>,
     pub(crate) mediums: Vec<CompiledMedium>,
-    pub(crate) medium_values: HashMap<Box<str>, u32>,
+    pub(crate) medium_values: LookupMap<Box<str>, u32>,
 }
 
 /// Records which layer and entry claimed a key, to report conflicts within a layer and
@@ -536,9 +538,9 @@ pub(crate) fn compile(layers: &[RuleSet]) -> Result<CompiledRules, RuleError> {
     let mut sources = Vec::new();
     let mut hosts = HostTable::default();
     let mut host_claims = Claims::new("host");
-    let mut apps = HashMap::new();
+    let mut apps = LookupMap::default();
     let mut app_claims = Claims::new("app");
-    let mut source_names = HashMap::new();
+    let mut source_names = LookupMap::default();
     let mut alias_claims = Claims::new("utm_source alias");
     for (layer, rule) in merge(layers, |s| &s.sources, |r| r.name.as_str()) {
         let index = u32::try_from(sources.len()).unwrap_or(u32::MAX);
@@ -601,7 +603,7 @@ pub(crate) fn compile(layers: &[RuleSet]) -> Result<CompiledRules, RuleError> {
     }
 
     let mut click_ids = Vec::new();
-    let mut click_id_params = HashMap::new();
+    let mut click_id_params = LookupMap::default();
     for (_, rule) in merge(layers, |s| &s.click_ids, |r| r.param.as_str()) {
         let index = u32::try_from(click_ids.len()).unwrap_or(u32::MAX);
         click_id_params.insert(Box::from(rule.param.as_str()), index);
@@ -614,7 +616,7 @@ pub(crate) fn compile(layers: &[RuleSet]) -> Result<CompiledRules, RuleError> {
     }
 
     let mut mediums = Vec::new();
-    let mut medium_values = HashMap::new();
+    let mut medium_values = LookupMap::default();
     let mut medium_claims = Claims::new("utm_medium value");
     for (layer, set) in layers.iter().enumerate() {
         for rule in &set.mediums {

@@ -11,7 +11,6 @@
 //! renewal that went wrong never takes a site down. Call it on `SIGHUP` (after the
 //! configuration reload), or after a certificate renewal hook.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,6 +23,7 @@ use pingora::tls::{
 };
 
 use crate::config::CertificateFiles;
+use crate::lookup_map::LookupMap;
 
 /// Why certificates could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +107,8 @@ impl LoadedCertificate {
 #[derive(Debug, Default)]
 pub struct CertificateSet {
     certificates: Vec<LoadedCertificate>,
-    exact: HashMap<String, usize>,
-    wildcard: HashMap<String, usize>,
+    exact: LookupMap<String, usize>,
+    wildcard: LookupMap<String, usize>,
 }
 
 impl CertificateSet {

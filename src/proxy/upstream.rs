@@ -1,7 +1,6 @@
 //! A site's upstream pool: resolved addresses, round-robin selection, optional health checks,
 //! and the [`HttpPeer`] settings (TLS, SNI, timeouts) each request is sent with.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -11,6 +10,7 @@ use pingora::lb::selection::RoundRobin;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::{HealthCheckKind, SiteConfig, UpstreamScheme, UpstreamUrl};
+use crate::lookup_map::LookupMap;
 
 /// Why a site's upstreams could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -95,14 +95,14 @@ impl UpstreamTarget {
 /// A site's upstreams, resolved and with their balancer built, before the server runs it.
 pub struct PreparedPool {
     balancer: LoadBalancer<RoundRobin>,
-    targets: HashMap<SocketAddr, UpstreamTarget>,
+    targets: LookupMap<SocketAddr, UpstreamTarget>,
     health_check_interval: Option<std::time::Duration>,
 }
 
 impl PreparedPool {
     /// Resolves a site's upstreams and prepares its balancer and health checks.
     pub fn new(site: &SiteConfig) -> Result<Self, UpstreamError> {
-        let mut targets: HashMap<SocketAddr, UpstreamTarget> = HashMap::new();
+        let mut targets: LookupMap<SocketAddr, UpstreamTarget> = LookupMap::default();
         for url in &site.upstreams {
             let address = resolve(url).map_err(|reason| UpstreamError::Resolve {
                 site: site.name.clone(),
@@ -179,7 +179,7 @@ impl PreparedPool {
 /// All upstreams of one site and the balancer that picks among them.
 pub struct UpstreamPool {
     balancer: Arc<LoadBalancer<RoundRobin>>,
-    targets: HashMap<SocketAddr, UpstreamTarget>,
+    targets: LookupMap<SocketAddr, UpstreamTarget>,
     health_check_interval: Option<std::time::Duration>,
 }
 
