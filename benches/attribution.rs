@@ -64,13 +64,14 @@ fn classification(classifier: &Classifier, line: &str) -> Classification {
 }
 
 fn per_request(c: &mut Criterion) {
-    let attributor = Attributor::new(&AttributionConfig::default(), |name| {
+    let mut attributor = Attributor::new(&AttributionConfig::default(), |name| {
         (name == "DARKLIGHT_COOKIE_SECRET").then(|| SECRET.to_string())
     })
     .expect("attribution settings");
     assert!(attributor.cookies_enabled());
     let keys = SigningKeys::new(SECRET.as_bytes(), &[]);
     let classifier = Classifier::builtin().expect("built-in rules");
+    attributor.learn_values(classifier.rule_names());
 
     let whatsapp_in_app = classification(
         &classifier,

@@ -9,7 +9,8 @@ use std::fmt::Write as _;
 use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use crate::classify::Classification;
+use crate::classify::{Channel, Classification};
+use crate::lookup_map::LookupMap;
 
 use super::touch::Touch;
 
@@ -98,6 +99,65 @@ pub struct HeaderNames {
     slots: Vec<Option<HeaderName>>,
     /// The single structured header, when enabled.
     compact: Option<HeaderName>,
+    /// Values made once for the texts most requests carry.
+    known: KnownValues,
+}
+
+/// Header values made once for the finite texts a classification carries (channels, rule
+/// names, confidences, bot kinds): a request then shares them instead of copying each into a
+/// new buffer, which Pingora would copy again when it clones the request for the upstream.
+#[derive(Debug, Clone, Default)]
+struct KnownValues {
+    /// By their text.
+    values: LookupMap<Box<str>, HeaderValue>,
+    /// `preview:<platform>`, by platform.
+    previews: LookupMap<Box<str>, HeaderValue>,
+}
+
+impl KnownValues {
+    fn new<'a>(rule_names: impl IntoIterator<Item = &'a str>) -> KnownValues {
+        let mut known = KnownValues::default();
+        let mut learn = |text: &str| {
+            known.values.insert(text.into(), header_value(text));
+        };
+        for channel in Channel::ALL {
+            learn(channel.as_str());
+        }
+        learn(CRAWLER);
+        for hundredths in 0..=100u8 {
+            learn(two_decimals(f32::from(hundredths) / 100.0, &mut [0; 4]));
+        }
+        for name in rule_names {
+            learn(name);
+            known
+                .previews
+                .insert(name.into(), header_value(&preview_text(name)));
+        }
+        known
+    }
+
+    /// The value for `text`: shared when known, else made safe and new.
+    fn value(&self, text: &str) -> HeaderValue {
+        match self.values.get(text) {
+            Some(value) => value.clone(),
+            None => header_value(text),
+        }
+    }
+
+    /// The bot value of a preview fetcher of `platform`.
+    fn preview(&self, platform: &str) -> HeaderValue {
+        match self.previews.get(platform) {
+            Some(value) => value.clone(),
+            None => header_value(&preview_text(platform)),
+        }
+    }
+}
+
+/// The bot value of a crawler.
+const CRAWLER: &str = "crawler";
+
+fn preview_text(platform: &str) -> String {
+    format!("preview:{platform}")
 }
 
 /// Slot indices into [`HeaderNames::slots`], matching the flattened [`SUFFIXES`].
@@ -156,7 +216,14 @@ impl HeaderNames {
             prefix,
             slots,
             compact,
+            known: KnownValues::default(),
         })
+    }
+
+    /// Prepares the values of the rules' names (see [`KnownValues`]); values outside them are
+    /// still sent, made per request.
+    pub fn learn_values<'a>(&mut self, rule_names: impl IntoIterator<Item = &'a str>) {
+        self.known = KnownValues::new(rule_names);
     }
 
     /// True for a client-sent header darklight owns and must drop: anything under the
@@ -183,53 +250,54 @@ impl HeaderNames {
         first_touch: Option<&Touch>,
     ) -> Vec<(HeaderName, HeaderValue)> {
         let mut out = Vec::with_capacity(12);
-        let mut add = |slot: usize, value: Option<&str>| {
-            if let (Some(Some(name)), Some(value)) = (self.slots.get(slot), value)
-                && !value.is_empty()
-            {
-                out.push((name.clone(), header_value(value)));
-            }
-        };
+        let known = &self.known;
+        // `make` runs only for a configured field with a non-empty value.
+        let mut add =
+            |slot: usize, value: Option<&str>, make: fn(&KnownValues, &str) -> HeaderValue| {
+                if let (Some(Some(name)), Some(value)) = (self.slots.get(slot), value)
+                    && !value.is_empty()
+                {
+                    out.push((name.clone(), make(known, value)));
+                }
+            };
+        let shared = KnownValues::value;
+        let fresh = |_: &KnownValues, value: &str| header_value(value);
         let c = classification;
-        add(slot::CHANNEL, Some(c.channel.as_str()));
-        add(slot::SOURCE, c.source.as_deref());
-        add(slot::MEDIUM, c.medium.as_deref());
-        add(slot::IN_APP, c.in_app.as_deref());
-        add(slot::CAMPAIGN, c.campaign.name.as_deref());
-        add(slot::CAMPAIGN_SOURCE, c.campaign.source.as_deref());
-        add(slot::CAMPAIGN_MEDIUM, c.campaign.medium.as_deref());
-        add(slot::CAMPAIGN_TERM, c.campaign.term.as_deref());
-        add(slot::CAMPAIGN_CONTENT, c.campaign.content.as_deref());
-        add(slot::CAMPAIGN_ID, c.campaign.id.as_deref());
+        add(slot::CHANNEL, Some(c.channel.as_str()), shared);
+        add(slot::SOURCE, c.source.as_deref(), shared);
+        add(slot::MEDIUM, c.medium.as_deref(), shared);
+        add(slot::IN_APP, c.in_app.as_deref(), shared);
+        add(slot::CAMPAIGN, c.campaign.name.as_deref(), fresh);
+        add(slot::CAMPAIGN_SOURCE, c.campaign.source.as_deref(), shared);
+        add(slot::CAMPAIGN_MEDIUM, c.campaign.medium.as_deref(), shared);
+        add(slot::CAMPAIGN_TERM, c.campaign.term.as_deref(), fresh);
+        add(slot::CAMPAIGN_CONTENT, c.campaign.content.as_deref(), fresh);
+        add(slot::CAMPAIGN_ID, c.campaign.id.as_deref(), fresh);
         add(
             slot::CLICK_ID,
             c.campaign.click_id.as_ref().map(|id| id.param.as_str()),
+            shared,
         );
-        let mut confidence = [0u8; 4];
         add(
             slot::CONFIDENCE,
-            Some(two_decimals(c.confidence, &mut confidence)),
+            Some(two_decimals(c.confidence, &mut [0; 4])),
+            shared,
         );
-        let mut bot = String::new();
         match (&c.preview_bot, c.is_bot) {
-            (Some(platform), _) => {
-                bot.push_str("preview:");
-                bot.push_str(platform);
-            }
-            (None, true) => bot.push_str("crawler"),
+            (Some(platform), _) => add(slot::BOT, Some(platform), KnownValues::preview),
+            (None, true) => add(slot::BOT, Some(CRAWLER), shared),
             (None, false) => {}
         }
-        add(slot::BOT, Some(&bot));
-        let reasons = reasons_text(c);
-        add(slot::REASONS, Some(&reasons));
+        add(slot::REASONS, Some(&reasons_text(c)), fresh);
         if let Some(first) = first_touch {
-            add(slot::FIRST_CHANNEL, Some(first.channel.as_str()));
-            add(slot::FIRST_SOURCE, first.source.as_deref());
-            add(slot::FIRST_MEDIUM, first.medium.as_deref());
-            add(slot::FIRST_CAMPAIGN, first.campaign.as_deref());
+            add(slot::FIRST_CHANNEL, Some(first.channel.as_str()), shared);
+            add(slot::FIRST_SOURCE, first.source.as_deref(), shared);
+            add(slot::FIRST_MEDIUM, first.medium.as_deref(), shared);
+            add(slot::FIRST_CAMPAIGN, first.campaign.as_deref(), fresh);
             add(
                 slot::FIRST_SEEN,
                 Some(itoa::Buffer::new().format(first.timestamp)),
+                fresh,
             );
         }
         if let Some(compact) = &self.compact {

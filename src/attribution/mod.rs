@@ -147,6 +147,12 @@ impl Attributor {
         self.names.is_reserved(name)
     }
 
+    /// Makes the header values of the rules' names once (`Classifier::rule_names`), so that
+    /// requests carrying them share those values instead of making new ones.
+    pub fn learn_values<'a>(&mut self, rule_names: impl IntoIterator<Item = &'a str>) {
+        self.names.learn_values(rule_names);
+    }
+
     /// Every header name this configuration can add to a request.
     pub fn header_names(&self) -> impl Iterator<Item = &http::HeaderName> {
         self.names.all()

@@ -131,6 +131,75 @@ mod headers {
         assert!(error.to_string().contains("invalid header name"), "{error}");
         assert!(serde_yaml::from_str::<AttributionConfig>("headers: {nope: 1}").is_err());
     }
+
+    /// Classifications of every kind the headers carry: rule names, a preview fetcher, a
+    /// crawler, a campaign with values from the query, a name outside the rules.
+    fn varied() -> Vec<Classification> {
+        let mut paid = classified(Channel::PaidSearch, Some("google"));
+        paid.medium = Some(Name::from("cpc"));
+        paid.campaign.name = Some("spring sale".into());
+        paid.campaign.source = Some("newsletter-42".into());
+        let mut in_app = classified(Channel::DarkSocial, Some("whatsapp"));
+        in_app.in_app = Some(Name::from("whatsapp"));
+        in_app.confidence = 0.95;
+        let mut preview = classified(Channel::PreviewBot, Some("slack"));
+        preview.preview_bot = Some(Name::from("slack"));
+        preview.is_bot = true;
+        let mut crawler = classified(Channel::Bot, Some("googlebot"));
+        crawler.is_bot = true;
+        let mut unknown = classified(Channel::Referral, Some("forum.example.org"));
+        unknown.preview_bot = Some(Name::from("not-a-platform"));
+        vec![paid, in_app, preview, crawler, unknown]
+    }
+
+    #[test]
+    fn learnt_values_are_the_values_made_per_request() {
+        let fresh = with_secret();
+        let mut learnt = with_secret();
+        learnt.learn_values(["google", "cpc", "whatsapp", "slack", "googlebot"]);
+        let first = StoredTouches {
+            first: Some(Touch {
+                channel: Channel::OrganicSocial,
+                source: Some("facebook".into()),
+                medium: Some("social".into()),
+                campaign: Some("launch".into()),
+                timestamp: NOW - 60,
+            }),
+            ..StoredTouches::default()
+        };
+        for c in varied() {
+            for stored in [&StoredTouches::default(), &first] {
+                let expected = fresh.plan(&c, stored, &context(), NOW).headers;
+                let got = learnt.plan(&c, stored, &context(), NOW).headers;
+                assert_eq!(got, expected, "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn learnt_values_share_one_buffer_across_requests() {
+        let mut a = attributor("{}");
+        a.learn_values(["google", "cpc"]);
+        let paid = &varied()[0];
+        // Both plans stay alive, so a freed buffer cannot be handed out again.
+        let one = a.plan(paid, &StoredTouches::default(), &context(), NOW);
+        let two = a.plan(paid, &StoredTouches::default(), &context(), NOW);
+        let buffer = |plan: &Plan, name: &str| {
+            let (_, value) = plan.headers.iter().find(|(n, _)| n == name).unwrap();
+            value.as_bytes().as_ptr()
+        };
+        for name in [
+            "x-darklight-channel",
+            "x-darklight-source",
+            "x-darklight-medium",
+            "x-darklight-confidence",
+        ] {
+            assert_eq!(buffer(&one, name), buffer(&two, name), "{name}");
+        }
+        // A value taken from the query is made per request.
+        let campaign = "x-darklight-campaign";
+        assert_ne!(buffer(&one, campaign), buffer(&two, campaign));
+    }
 }
 
 mod cookies {

@@ -127,6 +127,27 @@ impl Classifier {
         self.rules.click_ids.iter().map(|c| c.param.as_str())
     }
 
+    /// Every name a classification can take from the rules (sources, apps, platforms, bots,
+    /// click ids and their networks, mediums), so that consumers can prepare them once.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        let rules = &self.rules;
+        let sources = rules
+            .sources
+            .iter()
+            .flat_map(|s| [s.name.as_str(), s.app_name.as_str()]);
+        let click_ids = rules.click_ids.iter().flat_map(|c| {
+            [Some(&c.param), Some(&c.network), c.medium.as_ref()]
+                .into_iter()
+                .flatten()
+                .map(Name::as_str)
+        });
+        sources
+            .chain(rules.preview_bots.iter().map(Name::as_str))
+            .chain(rules.bots.iter().map(|(name, _)| name.as_str()))
+            .chain(click_ids)
+            .chain(self.default_mediums.iter().flatten().map(Name::as_str))
+    }
+
     fn default_medium(&self, channel: Channel) -> Option<Name> {
         let index = Channel::ALL.iter().position(|c| *c == channel)?;
         self.default_mediums.get(index).cloned().flatten()

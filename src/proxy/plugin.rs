@@ -131,7 +131,8 @@ impl Engine {
     }
 
     /// An engine with the given parts and one permissive site profile for every host.
-    pub fn new(classifier: Classifier, attributor: Attributor) -> Engine {
+    pub fn new(classifier: Classifier, mut attributor: Attributor) -> Engine {
+        attributor.learn_values(classifier.rule_names());
         Engine {
             wire_names: wire_names(&attributor),
             classifier,
@@ -182,7 +183,8 @@ impl Engine {
         previous: Option<&Engine>,
     ) -> Result<Engine, EngineError> {
         let classifier = Classifier::new(&config.classification)?;
-        let attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
+        let mut attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
+        attributor.learn_values(classifier.rule_names());
         let mut profiles = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
@@ -338,12 +340,13 @@ impl HttpModule for DarklightContext {
             strip_reserved(request, attributor);
         }
         let started = std::time::Instant::now();
-        let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
+        let (classification, mut plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
         self.evaluation = Some(started.elapsed());
-        for (name, value) in &plan.headers {
-            let inserted = match self.engine.wire_names.get(name) {
-                Some(wire) => request.insert_header(wire.clone(), value.clone()),
-                None => request.insert_header(name.clone(), value.clone()),
+        // The values move into the request: nothing reads them from the plan afterwards.
+        for (name, value) in std::mem::take(&mut plan.headers) {
+            let inserted = match self.engine.wire_names.get(&name) {
+                Some(wire) => request.insert_header(wire.clone(), value),
+                None => request.insert_header(name.clone(), value),
             };
             if let Err(e) = inserted {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");
