@@ -104,13 +104,14 @@ pub struct HeaderNames {
 }
 
 /// Header values made once for the finite texts a classification carries (channels, rule
-/// names, confidences, bot kinds): a request then shares them instead of copying each into a
-/// new buffer, which Pingora would copy again when it clones the request for the upstream.
+/// names, confidences, bot kinds). A request shares them: a value made per request costs a new
+/// buffer, and a second allocation when Pingora clones the request for the upstream (the
+/// clone turns the buffer into a shared one).
 #[derive(Debug, Clone, Default)]
 struct KnownValues {
     /// By their text.
     values: LookupMap<Box<str>, HeaderValue>,
-    /// `preview:<platform>`, by platform.
+    /// `preview:<name>` for every rule name (the preview platforms among them), by name.
     previews: LookupMap<Box<str>, HeaderValue>,
 }
 
