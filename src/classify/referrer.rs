@@ -15,13 +15,13 @@
 //! Patterns are lowercase host names; matching is case-insensitive. When several
 //! patterns match one host, exact beats `*.suffix` (longest suffix first) beats `name.*`.
 
-use crate::lookup_map::LookupMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer};
 
 use super::text::deserialize_parsed;
+use crate::lookup_map::LookupMap;
 
 /// How a [`HostPattern`] matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

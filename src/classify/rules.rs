@@ -8,8 +8,6 @@
 //! ones. Within one layer, a name, host, app or token claimed twice is an error.
 
 use std::collections::{HashMap, HashSet};
-
-use crate::lookup_map::LookupMap;
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
@@ -19,6 +17,7 @@ use super::name::Name;
 use super::referrer::{HostPattern, HostTable};
 use super::text::deserialize_parsed;
 use super::user_agent::{UaCategory, UaMatcher, UaMatcherBuilder, UaToken};
+use crate::lookup_map::LookupMap;
 
 /// The built-in source database, compiled into the binary.
 pub const BUILTIN_SOURCES_YAML: &str = include_str!("../../config/sources.yaml");
