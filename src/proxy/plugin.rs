@@ -183,21 +183,16 @@ impl Engine {
         previous: Option<&Engine>,
     ) -> Result<Engine, EngineError> {
         let classifier = Classifier::new(&config.classification)?;
-        let mut attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
-        attributor.learn_values(classifier.rule_names());
+        let attributor = Attributor::new(&config.attribution, |name| std::env::var(name).ok())?;
         let mut profiles = Vec::with_capacity(config.sites.len());
         for site in &config.sites {
             let hosts: Vec<String> = site.hosts.iter().map(ToString::to_string).collect();
             profiles.push(SiteProfile::new(&hosts, &site.classification)?);
         }
         let engine = Engine {
-            wire_names: wire_names(&attributor),
-            classifier,
-            attributor,
             router: crate::config::site_router(config),
             profiles,
-            fallback: SiteProfile::permissive_default(),
-            correlation: None,
+            ..Engine::new(classifier, attributor)
         };
         let settings = &config.correlation;
         if !settings.enabled {
