@@ -289,7 +289,10 @@ impl HeaderNames {
             (None, true) => add(slot::BOT, Some(CRAWLER), shared),
             (None, false) => {}
         }
-        add(slot::REASONS, Some(&reasons_text(c)), fresh);
+        // The reasons text is the one value built before `add` sees it: skip it when trimmed.
+        if let Some(Some(_)) = self.slots.get(slot::REASONS) {
+            add(slot::REASONS, Some(&reasons_text(c)), fresh);
+        }
         if let Some(first) = first_touch {
             add(slot::FIRST_CHANNEL, Some(first.channel.as_str()), shared);
             add(slot::FIRST_SOURCE, first.source.as_deref(), shared);
