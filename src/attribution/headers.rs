@@ -289,7 +289,7 @@ impl HeaderNames {
             (None, true) => add(slot::BOT, Some(CRAWLER), shared),
             (None, false) => {}
         }
-        // The reasons text is the one value built before `add` sees it: skip it when trimmed.
+        // The reasons text is allocated before `add` checks its slot: skip it when trimmed.
         if let Some(Some(_)) = self.slots.get(slot::REASONS) {
             add(slot::REASONS, Some(&reasons_text(c)), fresh);
         }
