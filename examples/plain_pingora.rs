@@ -4,10 +4,17 @@
 //! Usage: `plain_pingora LISTEN UPSTREAM [THREADS]`, e.g.
 //! `plain_pingora 127.0.0.1:8091 127.0.0.1:8090 1`. `UPSTREAM` and `THREADS` may also come from
 //! the `PLAIN_UPSTREAM` and `PLAIN_THREADS` environment variables.
+//!
+//! Two switches, off by default, add one piece of darklight's work at a time, to measure what
+//! Pingora itself charges for it: `PLAIN_EXTRA_HEADERS=N` adds `N` (at most 16) custom headers
+//! to each upstream request, as darklight adds its attribution and forwarding headers;
+//! `PLAIN_TIMEOUTS=1` sets darklight's default upstream timeouts.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
+use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session, http_proxy_service};
 use pingora::server::Server;
@@ -18,10 +25,34 @@ use pingora::server::configuration::ServerConf;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Sends every request to one upstream, unchanged.
+/// Sends every request to one upstream, unchanged unless a switch says otherwise.
 struct Passthrough {
     upstream: SocketAddr,
+    /// How many of [`EXTRA_HEADERS`] each upstream request gets (`PLAIN_EXTRA_HEADERS`).
+    extra_headers: usize,
+    /// darklight's default upstream timeouts are set (`PLAIN_TIMEOUTS=1`).
+    timeouts: bool,
 }
+
+/// Custom header names, as many as darklight adds at most to a request.
+const EXTRA_HEADERS: [&str; 16] = [
+    "X-Extra-01",
+    "X-Extra-02",
+    "X-Extra-03",
+    "X-Extra-04",
+    "X-Extra-05",
+    "X-Extra-06",
+    "X-Extra-07",
+    "X-Extra-08",
+    "X-Extra-09",
+    "X-Extra-10",
+    "X-Extra-11",
+    "X-Extra-12",
+    "X-Extra-13",
+    "X-Extra-14",
+    "X-Extra-15",
+    "X-Extra-16",
+];
 
 #[async_trait]
 impl ProxyHttp for Passthrough {
@@ -34,7 +65,28 @@ impl ProxyHttp for Passthrough {
         _session: &mut Session,
         _ctx: &mut Self::CTX,
     ) -> pingora::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+        let mut peer = Box::new(HttpPeer::new(self.upstream, false, String::new()));
+        if self.timeouts {
+            let options = &mut peer.options;
+            options.connection_timeout = Some(Duration::from_secs(5));
+            options.total_connection_timeout = Some(Duration::from_secs(5));
+            options.read_timeout = Some(Duration::from_secs(60));
+            options.write_timeout = Some(Duration::from_secs(60));
+            options.idle_timeout = Some(Duration::from_secs(60));
+        }
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> pingora::Result<()> {
+        for name in &EXTRA_HEADERS[..self.extra_headers] {
+            upstream_request.insert_header(*name, "dark_social")?;
+        }
+        Ok(())
     }
 }
 
@@ -61,6 +113,13 @@ fn main() {
         .map_or(Ok(1), |t| t.parse::<usize>())
         .unwrap_or_else(|_| usage("threads must be a number"));
 
+    let extra_headers = std::env::var("PLAIN_EXTRA_HEADERS")
+        .map_or(Ok(0), |n| n.parse::<usize>())
+        .ok()
+        .filter(|n| *n <= EXTRA_HEADERS.len())
+        .unwrap_or_else(|| usage("PLAIN_EXTRA_HEADERS must be a number from 0 to 16"));
+    let timeouts = std::env::var("PLAIN_TIMEOUTS").is_ok_and(|v| v == "1");
+
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(1),
@@ -69,7 +128,14 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Passthrough { upstream });
+    let mut proxy = http_proxy_service(
+        &server.configuration,
+        Passthrough {
+            upstream,
+            extra_headers,
+            timeouts,
+        },
+    );
     proxy.add_tcp(&listen);
     server.add_service(proxy);
     server.run_forever();

@@ -19,6 +19,9 @@
 #   DL_BATCH [512]    darklight's telemetry.batch.max_export_batch_size
 #   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
 #                     and exports no span
+#   PLAIN_EXTRA_HEADERS [0], PLAIN_TIMEOUTS [0]: give plain Pingora one piece of darklight's
+#                     work (N custom upstream headers; 1: darklight's upstream timeouts), to see
+#                     what Pingora charges for it (examples/plain_pingora.rs)
 #   RATE [0]          about this many requests/s in all: each connection pauses
 #                     1000 x CONNECTIONS / RATE ms before each request, so the rate reached is
 #                     a little lower (the pause plus the response time); 0: as fast as the
