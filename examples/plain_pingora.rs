@@ -11,9 +11,10 @@
 //! `PLAIN_TIMEOUTS=1` sets darklight's default upstream timeouts.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use async_trait::async_trait;
+use darklight::config::TimeoutConfig;
+use darklight::proxy::upstream::set_timeouts;
 use pingora::http::RequestHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{ProxyHttp, Session, http_proxy_service};
@@ -30,8 +31,9 @@ struct Passthrough {
     upstream: SocketAddr,
     /// How many of [`EXTRA_HEADERS`] each upstream request gets (`PLAIN_EXTRA_HEADERS`).
     extra_headers: usize,
-    /// darklight's default upstream timeouts are set (`PLAIN_TIMEOUTS=1`).
-    timeouts: bool,
+    /// darklight's default upstream timeouts, set on each peer as darklight does
+    /// (`PLAIN_TIMEOUTS=1`).
+    timeouts: Option<TimeoutConfig>,
 }
 
 /// Custom header names, as many as darklight adds at most to a request.
@@ -66,13 +68,8 @@ impl ProxyHttp for Passthrough {
         _ctx: &mut Self::CTX,
     ) -> pingora::Result<Box<HttpPeer>> {
         let mut peer = Box::new(HttpPeer::new(self.upstream, false, String::new()));
-        if self.timeouts {
-            let options = &mut peer.options;
-            options.connection_timeout = Some(Duration::from_secs(5));
-            options.total_connection_timeout = Some(Duration::from_secs(5));
-            options.read_timeout = Some(Duration::from_secs(60));
-            options.write_timeout = Some(Duration::from_secs(60));
-            options.idle_timeout = Some(Duration::from_secs(60));
+        if let Some(timeouts) = &self.timeouts {
+            set_timeouts(&mut peer.options, timeouts);
         }
         Ok(peer)
     }
@@ -118,7 +115,9 @@ fn main() {
         .ok()
         .filter(|n| *n <= EXTRA_HEADERS.len())
         .unwrap_or_else(|| usage("PLAIN_EXTRA_HEADERS must be a number from 0 to 16"));
-    let timeouts = std::env::var("PLAIN_TIMEOUTS").is_ok_and(|v| v == "1");
+    let timeouts = std::env::var("PLAIN_TIMEOUTS")
+        .is_ok_and(|v| v == "1")
+        .then(TimeoutConfig::default);
 
     let conf = ServerConf {
         threads,

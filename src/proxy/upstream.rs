@@ -7,9 +7,9 @@ use std::sync::Arc;
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
-use pingora::upstreams::peer::HttpPeer;
+use pingora::upstreams::peer::{HttpPeer, PeerOptions};
 
-use crate::config::{HealthCheckKind, SiteConfig, UpstreamScheme, UpstreamUrl};
+use crate::config::{HealthCheckKind, SiteConfig, TimeoutConfig, UpstreamScheme, UpstreamUrl};
 use crate::lookup_map::LookupMap;
 
 /// Why a site's upstreams could not be prepared.
@@ -222,6 +222,16 @@ fn resolve(url: &UpstreamUrl) -> Result<SocketAddr, String> {
         .ok_or_else(|| "no address found".to_string())
 }
 
+/// Sets a site's timeouts on an upstream peer. `connect` bounds the TCP connection alone and
+/// with its TLS handshake; see [`TimeoutConfig`] for the others.
+pub fn set_timeouts(options: &mut PeerOptions, timeouts: &TimeoutConfig) {
+    options.connection_timeout = Some(timeouts.connect.0);
+    options.total_connection_timeout = Some(timeouts.connect.0);
+    options.read_timeout = Some(timeouts.read.0);
+    options.write_timeout = Some(timeouts.write.0);
+    options.idle_timeout = Some(timeouts.idle.0);
+}
+
 fn build_peer(site: &SiteConfig, url: &UpstreamUrl, address: SocketAddr) -> HttpPeer {
     let tls = url.scheme == UpstreamScheme::Https;
     let sni = if tls {
@@ -233,12 +243,7 @@ fn build_peer(site: &SiteConfig, url: &UpstreamUrl, address: SocketAddr) -> Http
         String::new()
     };
     let mut peer = HttpPeer::new(address, tls, sni);
-    let timeouts = &site.timeouts;
-    peer.options.connection_timeout = Some(timeouts.connect.0);
-    peer.options.total_connection_timeout = Some(timeouts.connect.0);
-    peer.options.read_timeout = Some(timeouts.read.0);
-    peer.options.write_timeout = Some(timeouts.write.0);
-    peer.options.idle_timeout = Some(timeouts.idle.0);
+    set_timeouts(&mut peer.options, &site.timeouts);
     peer.options.verify_cert = site.upstream_tls.verify;
     peer.options.verify_hostname = site.upstream_tls.verify;
     peer
