@@ -221,7 +221,7 @@ impl HeaderNames {
         })
     }
 
-    /// Prepares the values of the rules' names (see [`KnownValues`]); values outside them are
+    /// Prepares the values of the rules' names (see `KnownValues`); values outside them are
     /// still sent, made per request.
     pub fn learn_values<'a>(&mut self, rule_names: impl IntoIterator<Item = &'a str>) {
         self.known = KnownValues::new(rule_names);
