@@ -115,9 +115,11 @@ fn main() {
         .ok()
         .filter(|n| *n <= EXTRA_HEADERS.len())
         .unwrap_or_else(|| usage("PLAIN_EXTRA_HEADERS must be a number from 0 to 16"));
-    let timeouts = std::env::var("PLAIN_TIMEOUTS")
-        .is_ok_and(|v| v == "1")
-        .then(TimeoutConfig::default);
+    let timeouts = match std::env::var("PLAIN_TIMEOUTS").as_deref() {
+        Ok("1") => Some(TimeoutConfig::default()),
+        Ok("0") | Err(_) => None,
+        Ok(_) => usage("PLAIN_TIMEOUTS must be 0 or 1"),
+    };
 
     let conf = ServerConf {
         threads,
