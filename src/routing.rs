@@ -4,9 +4,8 @@
 //! label by label, then the default site. A host that matches nothing gets no site, so darklight
 //! never forwards to anything that is not configured.
 
-use crate::lookup_map::LookupMap;
-
 use crate::config::HostPattern;
+use crate::lookup_map::LookupMap;
 
 /// Index of a site in the compiled configuration.
 pub type SiteIndex = usize;
