@@ -40,8 +40,9 @@
 # CPU placement on a 2-core machine: the three proxies run one at a time on PROXY_CPUS (CPU 1),
 # the load generator, the origin and the span sink share LOAD_CPUS (CPU 0). The proxy is the
 # only thing on its CPU, so requests/s measures its cost; the load side is the same for all
-# three (the sink is idle unless darklight exports to it, and it decodes spans on CPU 0, not on
-# the proxy's CPU).
+# three. The sink stands in for a collector on another machine: it counts spans without decoding
+# them, and runs at SCHED_IDLE (when chrt allows it), so it uses CPU 0 only when wrk and the
+# origin leave it idle and does not delay their requests. It is idle unless darklight exports.
 set -euo pipefail
 
 DURATION=${DURATION:-10}
@@ -197,8 +198,10 @@ EOF
 taskset -c "$LOAD_CPUS" "$NGINX" -e "$RUN/origin.error.log" -p "$RUN" -c "$RUN/origin.conf" &
 PIDS+=($!)
 
-# --- OTLP sink on the load CPUs -------------------------------------------------------------------
-taskset -c "$LOAD_CPUS" "$SINK" "127.0.0.1:$SINK_PORT" "$RUN/spans" &
+# --- OTLP sink on the load CPUs, below wrk and the origin ----------------------------------------
+SINK_SCHED=()
+command -v chrt >/dev/null && chrt -i 0 true 2>/dev/null && SINK_SCHED=(chrt -i 0)
+taskset -c "$LOAD_CPUS" ${SINK_SCHED[@]+"${SINK_SCHED[@]}"} "$SINK" "127.0.0.1:$SINK_PORT" "$RUN/spans" &
 PIDS+=($!)
 
 # --- darklight: classification, headers, signed cookies, preview correlation, spans -------------
