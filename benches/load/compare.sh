@@ -429,24 +429,26 @@ if [ "$SOAK" -gt 0 ]; then
     done
     wait "$SOAK_WRK" || true
     echo "  wrk: $(awk '/^RESULT/ {printf "%d requests, %.0f req/s, %d errors", $2, $3, $6}' "$RUN/soak.wrk")"
-    # Flat: from the first minute on (warm-up, pools and the preview table filling), RSS grows by
-    # at most 2 % or 1 MiB, whichever is larger, and the last third is not above the middle third.
+    # Flat: from the first minute on (warm-up, pools and the preview table filling), the mean RSS
+    # of the last third of the samples is at most 2 % or 1 MiB (whichever is larger) above the
+    # mean of the first third. Means, not single samples: mimalloc hands freed pages back, so
+    # one sample can sit a few MiB above or below its neighbours.
     printf '%s\n' "${series[@]}" | awk -F: '
         { t[NR] = $1; r[NR] = $2 }
         END {
             base = 0
             for (i = 1; i <= NR; i++) if (t[i] >= 60) { base = i; break }
             if (!base) { print "  too short to judge (need at least 60 s)"; exit }
-            growth = r[NR] - r[base]
-            allowed = r[base] * 0.02; if (allowed < 1024) allowed = 1024
             n = NR - base + 1; third = int(n / 3); if (third < 1) third = 1
-            for (i = base + third; i < base + 2 * third; i++) mid = (r[i] > mid) ? r[i] : mid
-            for (i = base + 2 * third; i <= NR; i++) last = (r[i] > last) ? r[i] : last
-            printf "  RSS from t=%ds to the end: %+.1f MiB (%.1f -> %.1f MiB): %s\n", t[base], growth / 1024,
-                r[base] / 1024, r[NR] / 1024, (growth <= allowed && last <= mid + allowed) ? "flat" : "NOT flat"
-            printf "  RSS over the last third (from t=%ds): %+.1f MiB\n", t[base + 2 * third],
-                (r[NR] - r[base + 2 * third]) / 1024
-            # Least-squares trend from t=60 s on: less sensitive to one sample than the ends.
+            for (i = base; i < base + third; i++) first += r[i] / third
+            for (i = NR - third + 1; i <= NR; i++) last += r[i] / third
+            allowed = first * 0.02; if (allowed < 1024) allowed = 1024
+            printf "  RSS mean, first and last thirds from t=%ds: %.1f -> %.1f MiB (%+.1f MiB): %s\n",
+                t[base], first / 1024, last / 1024, (last - first) / 1024,
+                (last - first <= allowed) ? "flat" : "NOT flat"
+            printf "  RSS at t=%ds and at the end: %.1f -> %.1f MiB\n", t[base], r[base] / 1024,
+                r[NR] / 1024
+            # Least-squares trend from t=60 s on.
             for (i = base; i <= NR; i++) { sx += t[i]; sy += r[i]; sxx += t[i] * t[i]; sxy += t[i] * r[i] }
             den = n * sxx - sx * sx
             if (den > 0) printf "  RSS trend from t=%ds (least squares): %+.2f MiB per minute\n", t[base],
