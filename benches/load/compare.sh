@@ -369,6 +369,9 @@ if [ "$ROUNDS" -gt 0 ]; then
         esac
         sleep 2 # the last batch of spans
         echo "spans received by the OTLP sink: $(cat "$RUN/spans" 2>/dev/null || echo 0); telemetry warnings (dropped or lost spans): $(grep -c 'darklight::telemetry' "$RUN/darklight.log" || true)"
+        # The warnings are rate-limited; each carries the running total, so the last is a floor.
+        last_total() { grep -oE "$1[\"=:]+[0-9]+" "$RUN/darklight.log" | tail -1 | grep -oE '[0-9]+$' || echo 0; }
+        echo "spans darklight reported, at least: dropped at its full queue $(last_total dropped_spans), lost in failed exports $(last_total lost_spans)"
         ;;
     esac
 fi
