@@ -127,6 +127,86 @@ mod forwarding {
         );
     }
 
+    /// The header names the upstream received, in the order and spelling it received them.
+    fn names(upstream: &Upstream) -> Vec<String> {
+        upstream
+            .last()
+            .headers
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn header_names_go_upstream_in_lower_case_unless_preserved() {
+        let sent = [
+            ("X-Custom", "kept"),
+            ("User-Agent", "Mozilla/5.0 WhatsApp/2.24"),
+        ];
+        let upstream = Upstream::start("app");
+        let proxy = Darklight::start(&one_site(&upstream.url(), ""));
+        let response = get(proxy.port, "/articles/x", &sent);
+        assert_eq!(response.status, 200, "{}", response.text());
+        let lower = names(&upstream);
+        for name in [
+            "x-custom",
+            "user-agent",
+            "x-forwarded-for",
+            "x-darklight-channel",
+        ] {
+            assert!(lower.iter().any(|n| n == name), "{name} not in {lower:?}");
+        }
+        assert!(lower.iter().any(|n| n == "Host"), "{lower:?}");
+        assert_eq!(upstream.last().header("x-custom").as_deref(), Some("kept"));
+
+        let preserving = Upstream::start("app");
+        let config = one_site(&preserving.url(), "").replace(
+            "shutdown_timeout: 1s}",
+            "shutdown_timeout: 1s, preserve_header_case: true}",
+        );
+        let proxy = Darklight::start(&config);
+        assert_eq!(get(proxy.port, "/articles/x", &sent).status, 200);
+        let spelled = names(&preserving);
+        for name in [
+            "X-Custom",
+            "User-Agent",
+            "X-Forwarded-For",
+            "X-Darklight-Channel",
+        ] {
+            assert!(
+                spelled.iter().any(|n| n == name),
+                "{name} not in {spelled:?}"
+            );
+        }
+        // The same headers either way, only spelled differently.
+        let mut folded: Vec<String> = spelled.iter().map(|n| n.to_ascii_lowercase()).collect();
+        let mut lowered: Vec<String> = lower.iter().map(|n| n.to_ascii_lowercase()).collect();
+        folded.sort();
+        lowered.sort();
+        assert_eq!(folded, lowered);
+    }
+
+    #[test]
+    fn absolute_form_target_is_passed_on_with_its_headers() {
+        let upstream = Upstream::start("app");
+        let proxy = Darklight::start(&one_site(&upstream.url(), ""));
+        let response = send_raw(
+            proxy.port,
+            b"GET http://localhost/abs?x=1 HTTP/1.1\r\nHost: localhost\r\nX-Custom: kept\r\n\
+              Connection: close\r\n\r\n",
+        );
+        assert_eq!(response.status, 200, "{}", response.text());
+        let seen = upstream.last();
+        assert_eq!(seen.target, "http://localhost/abs?x=1");
+        assert_eq!(seen.header("x-custom").as_deref(), Some("kept"));
+        assert_eq!(seen.header_values("x-forwarded-for"), ["127.0.0.1"]);
+        assert!(
+            seen.header("x-darklight-channel").is_some(),
+            "{:?}",
+            seen.headers
+        );
+    }
+
     #[test]
     fn trusted_forwarding_headers_are_extended() {
         let upstream = Upstream::start("app");

@@ -160,6 +160,10 @@ pub struct ServerSettings {
     /// Keep `X-Forwarded-For`/`Forwarded` sent by the client and append to them. Only enable
     /// behind a trusted load balancer: otherwise clients can forge their address.
     pub trust_forwarded_headers: bool,
+    /// Send header names upstream as the client spelled them (and darklight's own titled,
+    /// `X-Forwarded-For`), at some cost per request; by default they go in lower case, as
+    /// an HTTP/2 client sends them.
+    pub preserve_header_case: bool,
     /// Idle upstream connections kept for reuse, across all upstreams.
     pub upstream_keepalive_pool: usize,
     /// Certificate authorities (PEM) trusted when verifying `https://` upstreams, instead of
@@ -178,6 +182,7 @@ impl Default for ServerSettings {
             grace_period: HumanDuration(std::time::Duration::from_secs(10)),
             shutdown_timeout: HumanDuration(std::time::Duration::from_secs(5)),
             trust_forwarded_headers: false,
+            preserve_header_case: false,
             upstream_keepalive_pool: 128,
             upstream_ca_file: None,
             upgrade_sock: PathBuf::from("/tmp/darklight-upgrade.sock"),

@@ -11,7 +11,7 @@ use http::header;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::{Error, ErrorType, OrErr, Result};
 
 use pingora::modules::http::HttpModules;
 use pingora::modules::http::compression::ResponseCompressionBuilder;
@@ -24,6 +24,7 @@ use crate::telemetry::{RequestSpan, RequestTracer, SpanSettings};
 
 use arc_swap::ArcSwap;
 
+use super::header_edits::{HeaderEdits, WireName, edit_headers};
 use super::plugin::{DarklightContext, DarklightModule, Engine, EngineError, EngineHandle};
 use super::upstream::{PreparedPool, UpstreamError, UpstreamPool};
 
@@ -62,6 +63,9 @@ pub struct ProxyState {
     pub engine: Arc<Engine>,
     /// Keep and extend client-sent forwarding headers.
     pub trust_forwarded_headers: bool,
+    /// Keep the spelling of header names on the upstream request (see
+    /// [`super::header_edits`]).
+    pub preserve_header_case: bool,
     /// Write one log line per request.
     pub access_log: bool,
     /// One span per request, when telemetry is enabled.
@@ -83,6 +87,7 @@ pub struct PreparedState {
     router: SiteRouter,
     engine: Engine,
     trust_forwarded_headers: bool,
+    preserve_header_case: bool,
     access_log: bool,
     spans: SpanSettings,
     tracer: Option<crate::telemetry::SpanRecorder>,
@@ -111,6 +116,7 @@ impl PreparedState {
             router: config::site_router(config),
             engine,
             trust_forwarded_headers: config.server.trust_forwarded_headers,
+            preserve_header_case: config.server.preserve_header_case,
             access_log: config.log.access_log,
             spans: SpanSettings::new(config)?,
             tracer: None,
@@ -139,6 +145,7 @@ impl PreparedState {
             router: self.router,
             engine: Arc::new(self.engine),
             trust_forwarded_headers: self.trust_forwarded_headers,
+            preserve_header_case: self.preserve_header_case,
             access_log: self.access_log,
             telemetry: self.tracer.map(|t| RequestTracer::new(t, self.spans)),
             limits: self.limits,
@@ -204,7 +211,10 @@ impl ProxyHttp for DarklightProxy {
     fn init_downstream_modules(&self, modules: &mut HttpModules) {
         // Pingora's default (disabled) compression module, which overriding this drops.
         modules.add_module(ResponseCompressionBuilder::enable(0));
-        modules.add_module(DarklightModule::reloadable(Arc::clone(&self.engine)));
+        // The planned headers go in with darklight's others, in `upstream_request_filter`.
+        modules.add_module(DarklightModule::reloadable_leaving_headers(Arc::clone(
+            &self.engine,
+        )));
     }
 
     async fn early_request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
@@ -291,54 +301,30 @@ impl ProxyHttp for DarklightProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let client_ip = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip());
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let original_host = session
-            .req_header()
-            .headers
-            .get(header::HOST)
-            .cloned()
-            .or_else(|| {
-                session
-                    .req_header()
-                    .uri
-                    .authority()
-                    .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-            });
-        super::forwarded::apply(
-            upstream_request,
-            client_ip,
-            tls,
-            original_host.as_ref(),
-            ctx.state.trust_forwarded_headers,
-        )?;
-
         let state = Arc::clone(&ctx.state);
-        if let Some(site) = ctx.site.and_then(|i| state.sites.get(i))
-            && !site.preserve_host
-            && let Some(target) = ctx.upstream.and_then(|a| site.pool.target(a))
-        {
-            match target.host_value() {
-                Some(host) => upstream_request.insert_header(header::HOST, host.clone())?,
-                None => upstream_request.insert_header(header::HOST, target.host_header())?,
-            }
-        }
-        if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
-            let result = super::spans::on_upstream_request(
-                tracer,
-                &mut trace,
-                session,
-                ctx,
-                &state,
-                upstream_request,
-            );
-            ctx.trace = Some(trace);
-            result?;
-        }
-        Ok(())
+        let module = session.downstream_modules_ctx.get::<DarklightContext>();
+        // Forwarding (4), `Host`, the trace context (2) and the attribution headers.
+        let additional = 7 + module.map_or(0, DarklightContext::planned_headers);
+        let mut trace = ctx.trace.take();
+        let result = edit_headers(
+            upstream_request,
+            state.preserve_header_case,
+            additional,
+            |headers| {
+                add_proxy_headers(session, ctx, &state, headers)?;
+                if let Some(module) = module {
+                    module.add_planned_headers(headers);
+                }
+                if let (Some(tracer), Some(trace)) = (&state.telemetry, trace.as_mut()) {
+                    super::spans::on_upstream_request(
+                        tracer, trace, session, ctx, &state, headers,
+                    )?;
+                }
+                Ok(())
+            },
+        );
+        ctx.trace = trace;
+        result
     }
 
     async fn fail_to_proxy(
@@ -389,6 +375,55 @@ impl RequestContext {
         self.upstream
     }
 }
+
+/// The forwarding headers, and the upstream's own `Host` when the site does not keep the
+/// client's.
+fn add_proxy_headers(
+    session: &Session,
+    ctx: &RequestContext,
+    state: &ProxyState,
+    headers: &mut dyn HeaderEdits,
+) -> Result<()> {
+    let client_ip = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip());
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+    let request = session.req_header();
+    let from_uri;
+    let original_host = match request.headers.get(header::HOST) {
+        Some(host) => Some(host),
+        None => {
+            from_uri = request
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok());
+            from_uri.as_ref()
+        }
+    };
+    super::forwarded::apply(
+        headers,
+        client_ip,
+        tls,
+        original_host,
+        state.trust_forwarded_headers,
+    )?;
+    if let Some(site) = ctx.site.and_then(|i| state.sites.get(i))
+        && !site.preserve_host
+        && let Some(target) = ctx.upstream.and_then(|a| site.pool.target(a))
+    {
+        let value = match target.host_value() {
+            Some(host) => host.clone(),
+            None => http::HeaderValue::try_from(target.host_header())
+                .or_err(ErrorType::InvalidHTTPHeader, "invalid upstream host")?,
+        };
+        headers.set(&HOST.name, &HOST.wire, value)?;
+    }
+    Ok(())
+}
+
+/// `Host`, titled as Pingora titles it.
+static HOST: WireName = WireName::from_static("host", "Host");
 
 /// Maps a proxy failure to a status, a short machine-readable kind, and a plain page.
 fn error_page(e: &Error) -> (u16, &'static str, &'static str) {

@@ -6,34 +6,32 @@
 
 use std::net::IpAddr;
 
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora::Result;
-use pingora::http::RequestHeader;
 
 use crate::address_text::push_ip;
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
-const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-const X_FORWARDED_HOST: &str = "x-forwarded-host";
-const FORWARDED: &str = "forwarded";
-const X_REAL_IP: &str = "x-real-ip";
+use super::header_edits::{HeaderEdits, WireName};
 
-/// The same names, parsed once: a lookup by `&str` parses the name on every call.
-const NAMES: [HeaderName; 5] = [
-    HeaderName::from_static(X_FORWARDED_FOR),
-    HeaderName::from_static(X_FORWARDED_PROTO),
-    HeaderName::from_static(X_FORWARDED_HOST),
-    HeaderName::from_static(FORWARDED),
-    HeaderName::from_static(X_REAL_IP),
+static X_FORWARDED_FOR: WireName = WireName::from_static("x-forwarded-for", "X-Forwarded-For");
+static X_FORWARDED_PROTO: WireName =
+    WireName::from_static("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_HOST: WireName = WireName::from_static("x-forwarded-host", "X-Forwarded-Host");
+static FORWARDED: WireName = WireName::from_static("forwarded", "Forwarded");
+static X_REAL_IP: WireName = WireName::from_static("x-real-ip", "X-Real-IP");
+
+/// Every forwarding header a client may send, dropped unless trusted.
+static CLIENT_SENT: [&WireName; 5] = [
+    &X_FORWARDED_FOR,
+    &X_FORWARDED_PROTO,
+    &X_FORWARDED_HOST,
+    &FORWARDED,
+    &X_REAL_IP,
 ];
-const XFF: usize = 0;
-const XF_PROTO: usize = 1;
-const XF_HOST: usize = 2;
-const FWD: usize = 3;
 
 /// Sets the forwarding headers on the request sent upstream.
 pub fn apply(
-    request: &mut RequestHeader,
+    request: &mut dyn HeaderEdits,
     client_ip: Option<IpAddr>,
     tls: bool,
     original_host: Option<&HeaderValue>,
@@ -41,13 +39,14 @@ pub fn apply(
 ) -> Result<()> {
     let proto = if tls { "https" } else { "http" };
     let (existing_for, existing_forwarded) = if trust_incoming {
-        (joined(request, &NAMES[XFF]), joined(request, &NAMES[FWD]))
+        let headers = request.headers();
+        (
+            joined(headers, &X_FORWARDED_FOR),
+            joined(headers, &FORWARDED),
+        )
     } else {
-        for name in &NAMES {
-            // Looking up first is much cheaper than a removal when, as usual, it is absent.
-            if request.headers.contains_key(name) {
-                request.remove_header(name);
-            }
+        for header in CLIENT_SENT {
+            request.remove(&header.name);
         }
         (None, None)
     };
@@ -65,17 +64,17 @@ pub fn apply(
             None => HeaderValue::from_str(&client),
         };
         if let Ok(value) = value {
-            request.insert_header(X_FORWARDED_FOR, value)?;
+            set(request, &X_FORWARDED_FOR, value)?;
         }
     }
-    if !(trust_incoming && request.headers.contains_key(&NAMES[XF_PROTO])) {
-        request.insert_header(X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+    if !(trust_incoming && request.headers().contains_key(&X_FORWARDED_PROTO.name)) {
+        set(request, &X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     }
     let host = original_host.filter(|h| is_token_safe(h.as_bytes()));
     if let Some(host) = host
-        && !(trust_incoming && request.headers.contains_key(&NAMES[XF_HOST]))
+        && !(trust_incoming && request.headers().contains_key(&X_FORWARDED_HOST.name))
     {
-        request.insert_header(X_FORWARDED_HOST, host.clone())?;
+        set(request, &X_FORWARDED_HOST, host.clone())?;
     }
 
     let mut value = existing_forwarded.map_or_else(
@@ -106,16 +105,19 @@ pub fn apply(
     }
     // Takes the buffer as it is; the parts were checked to be header-safe.
     if let Ok(value) = HeaderValue::try_from(value) {
-        request.insert_header(FORWARDED, value)?;
+        set(request, &FORWARDED, value)?;
     }
     Ok(())
 }
 
+fn set(request: &mut dyn HeaderEdits, header: &WireName, value: HeaderValue) -> Result<()> {
+    request.set(&header.name, &header.wire, value)
+}
+
 /// All values of a header joined with `, `, as a list-valued header reads.
-fn joined(request: &RequestHeader, name: impl http::header::AsHeaderName) -> Option<String> {
-    let mut values = request
-        .headers
-        .get_all(name)
+fn joined(headers: &http::HeaderMap, header: &WireName) -> Option<String> {
+    let mut values = headers
+        .get_all(&header.name)
         .iter()
         .filter_map(|v| v.to_str().ok());
     let first = values.next()?.to_string();
@@ -137,85 +139,123 @@ fn is_token_safe(host: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use pingora::http::RequestHeader;
+
+    use super::super::header_edits::edit_headers;
     use super::*;
 
-    fn request(headers: &[(&str, &str)]) -> RequestHeader {
+    /// `headers` as an HTTP/1 client sent them, with [`apply`] run on them in the plain form
+    /// (`preserve_case` false) or the case-preserving one.
+    fn applied(
+        headers: &[(&str, &str)],
+        preserve_case: bool,
+        client_ip: Option<&str>,
+        tls: bool,
+        host: Option<&HeaderValue>,
+        trust_incoming: bool,
+    ) -> RequestHeader {
         let mut request = RequestHeader::build("GET", b"/", None).unwrap_or_else(|e| panic!("{e}"));
         for (name, value) in headers {
             request
                 .append_header(name.to_string(), *value)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
+        let client_ip = client_ip.map(|ip| ip.parse().unwrap_or_else(|e| panic!("{e}")));
+        edit_headers(&mut request, preserve_case, 4, |edits| {
+            apply(edits, client_ip, tls, host, trust_incoming)
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         request
     }
 
-    fn header(request: &RequestHeader, name: &str) -> Option<String> {
-        joined(request, name)
+    fn header(request: &RequestHeader, name: &WireName) -> Option<String> {
+        joined(&request.headers, name)
     }
 
     #[test]
     fn edge_mode_replaces_client_values() {
-        let mut r = request(&[
+        let sent = [
             ("X-Forwarded-For", "6.6.6.6"),
             ("Forwarded", "for=6.6.6.6"),
             ("X-Real-IP", "6.6.6.6"),
             ("X-Forwarded-Proto", "https"),
-        ]);
+        ];
         let host = HeaderValue::from_static("example.com");
-        apply(
-            &mut r,
-            Some("203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}"))),
-            false,
-            Some(&host),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(header(&r, X_FORWARDED_FOR).as_deref(), Some("203.0.113.9"));
-        assert_eq!(header(&r, X_FORWARDED_PROTO).as_deref(), Some("http"));
-        assert_eq!(header(&r, X_FORWARDED_HOST).as_deref(), Some("example.com"));
-        assert_eq!(
-            header(&r, FORWARDED).as_deref(),
-            Some("for=203.0.113.9;proto=http;host=\"example.com\"")
-        );
-        assert_eq!(header(&r, X_REAL_IP), None);
+        for preserve_case in [false, true] {
+            let r = applied(
+                &sent,
+                preserve_case,
+                Some("203.0.113.9"),
+                false,
+                Some(&host),
+                false,
+            );
+            assert_eq!(header(&r, &X_FORWARDED_FOR).as_deref(), Some("203.0.113.9"));
+            assert_eq!(header(&r, &X_FORWARDED_PROTO).as_deref(), Some("http"));
+            assert_eq!(
+                header(&r, &X_FORWARDED_HOST).as_deref(),
+                Some("example.com")
+            );
+            assert_eq!(
+                header(&r, &FORWARDED).as_deref(),
+                Some("for=203.0.113.9;proto=http;host=\"example.com\"")
+            );
+            assert_eq!(header(&r, &X_REAL_IP), None);
+            assert_eq!(r.headers.len(), 4, "{preserve_case}");
+        }
     }
 
     #[test]
     fn trusted_mode_appends() {
-        let mut r = request(&[
+        let sent = [
             ("X-Forwarded-For", "198.51.100.1"),
             ("X-Forwarded-For", "198.51.100.2"),
             ("Forwarded", "for=198.51.100.1"),
             ("X-Forwarded-Proto", "https"),
-        ]);
-        apply(
-            &mut r,
-            Some("::1".parse().unwrap_or_else(|e| panic!("{e}"))),
-            false,
-            None,
-            true,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            header(&r, X_FORWARDED_FOR).as_deref(),
-            Some("198.51.100.1, 198.51.100.2, ::1")
-        );
-        assert_eq!(header(&r, X_FORWARDED_PROTO).as_deref(), Some("https"));
-        assert_eq!(
-            header(&r, FORWARDED).as_deref(),
-            Some("for=198.51.100.1, for=\"[::1]\";proto=http")
-        );
+        ];
+        for preserve_case in [false, true] {
+            let r = applied(&sent, preserve_case, Some("::1"), false, None, true);
+            assert_eq!(
+                header(&r, &X_FORWARDED_FOR).as_deref(),
+                Some("198.51.100.1, 198.51.100.2, ::1")
+            );
+            assert_eq!(header(&r, &X_FORWARDED_PROTO).as_deref(), Some("https"));
+            assert_eq!(
+                header(&r, &FORWARDED).as_deref(),
+                Some("for=198.51.100.1, for=\"[::1]\";proto=http")
+            );
+        }
     }
 
     #[test]
     fn hostile_host_is_not_copied_into_forwarded() {
-        let mut r = request(&[]);
         let host = HeaderValue::from_static("a\"b");
-        apply(&mut r, None, true, Some(&host), false).unwrap_or_else(|e| panic!("{e}"));
+        for preserve_case in [false, true] {
+            let r = applied(&[], preserve_case, None, true, Some(&host), false);
+            assert_eq!(
+                header(&r, &FORWARDED).as_deref(),
+                Some("for=unknown;proto=https")
+            );
+            assert_eq!(header(&r, &X_FORWARDED_HOST), None);
+        }
+    }
+
+    #[test]
+    fn names_are_titled_when_case_is_preserved() {
+        let host = HeaderValue::from_static("example.com");
+        let r = applied(&[], true, Some("192.0.2.1"), false, Some(&host), false);
+        let names: Vec<&[u8]> = r
+            .case_header_iter()
+            .map(|(name, _)| name.as_slice())
+            .collect();
         assert_eq!(
-            header(&r, FORWARDED).as_deref(),
-            Some("for=unknown;proto=https")
+            names,
+            [
+                &b"X-Forwarded-For"[..],
+                b"X-Forwarded-Proto",
+                b"X-Forwarded-Host",
+                b"Forwarded"
+            ]
         );
-        assert_eq!(header(&r, X_FORWARDED_HOST), None);
     }
 }

@@ -4,6 +4,7 @@ mod access_log;
 pub mod app;
 pub mod demo;
 mod forwarded;
+pub mod header_edits;
 mod observe;
 pub mod plugin;
 pub mod reload;

@@ -43,6 +43,8 @@ use crate::correlation::{Correlation, PreviewTable, StoreKind};
 use crate::correlation::{Outcome, RedisStore, Step};
 use crate::routing::SiteRouter;
 
+use super::header_edits::HeaderEdits;
+
 /// Everything the module needs, compiled once and shared by every request.
 pub struct Engine {
     classifier: Classifier,
@@ -283,6 +285,8 @@ pub type EngineHandle = Arc<ArcSwap<Engine>>;
 /// The plugin's builder, installed once in `init_downstream_modules`.
 pub struct DarklightModule {
     engine: EngineHandle,
+    /// Add the planned headers to the request; off when the proxy adds them upstream itself.
+    adds_headers: bool,
 }
 
 impl DarklightModule {
@@ -294,7 +298,22 @@ impl DarklightModule {
     /// A module builder that uses whatever engine `engine` holds when a request starts, so
     /// the rules can be replaced while serving.
     pub fn reloadable(engine: EngineHandle) -> ModuleBuilder {
-        Box::new(DarklightModule { engine })
+        Box::new(DarklightModule {
+            engine,
+            adds_headers: true,
+        })
+    }
+
+    /// Like [`DarklightModule::reloadable`], but the planned headers stay in
+    /// [`DarklightContext::plan`] for the proxy to add to each upstream request with
+    /// [`DarklightContext::add_planned_headers`] (in `upstream_request_filter`), where it adds
+    /// its own: all of them go in at once, into a map with room for them. Client-sent headers
+    /// under the prefix are still removed here.
+    pub fn reloadable_leaving_headers(engine: EngineHandle) -> ModuleBuilder {
+        Box::new(DarklightModule {
+            engine,
+            adds_headers: false,
+        })
     }
 }
 
@@ -302,6 +321,7 @@ impl HttpModuleBuilder for DarklightModule {
     fn init(&self) -> Module {
         Box::new(DarklightContext {
             engine: self.engine.load_full(),
+            adds_headers: self.adds_headers,
             tls: false,
             classification: None,
             plan: Plan::default(),
@@ -314,6 +334,7 @@ impl HttpModuleBuilder for DarklightModule {
 /// Per-request state of the plugin, readable by the proxy through the module context.
 pub struct DarklightContext {
     engine: Arc<Engine>,
+    adds_headers: bool,
     /// The client connection is TLS; set by the proxy in `early_request_filter` so cookies get
     /// `Secure` in `auto` mode.
     pub tls: bool,
@@ -337,6 +358,11 @@ impl HttpModule for DarklightContext {
         let started = std::time::Instant::now();
         let (classification, mut plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
         self.evaluation = Some(started.elapsed());
+        if !self.adds_headers {
+            self.classification = Some(classification);
+            self.plan = plan;
+            return Ok(());
+        }
         // The values move into the request: nothing reads them from the plan afterwards.
         for (name, value) in std::mem::take(&mut plan.headers) {
             let inserted = match self.engine.wire_names.get(&name) {
@@ -388,6 +414,29 @@ impl HttpModule for DarklightContext {
 
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
+    }
+}
+
+impl DarklightContext {
+    /// The planned attribution headers, how many.
+    pub fn planned_headers(&self) -> usize {
+        self.plan.headers.len()
+    }
+
+    /// Adds the planned attribution headers to `request` (an upstream request), each under
+    /// its title-cased name when `request` keeps spellings. For a module built with
+    /// [`DarklightModule::reloadable_leaving_headers`]; the plan keeps them, so every attempt
+    /// at the upstream gets them.
+    pub fn add_planned_headers(&self, request: &mut dyn HeaderEdits) {
+        for (name, value) in &self.plan.headers {
+            let added = match self.engine.wire_names.get(name) {
+                Some(wire) => request.set(name, wire, value.clone()),
+                None => request.set(name, &Bytes::copy_from_slice(name.as_ref()), value.clone()),
+            };
+            if let Err(e) = added {
+                tracing::warn!(header = %name, error = %e, "could not add attribution header");
+            }
+        }
     }
 }
 

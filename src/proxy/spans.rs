@@ -1,10 +1,9 @@
 //! The request span in Pingora's phases: begun in `early_request_filter`, started and
 //! propagated to the upstream in `upstream_request_filter`, ended in `logging`.
 
-use http::header;
-use pingora::Error;
-use pingora::http::RequestHeader;
+use http::{HeaderValue, header};
 use pingora::proxy::Session;
+use pingora::{Error, ErrorType, OrErr};
 
 use crate::telemetry::address::client_address;
 use crate::telemetry::attributes::RequestInfo;
@@ -12,10 +11,12 @@ use crate::telemetry::span::{SpanEnd, SpanStart, TRACEPARENT, TRACESTATE};
 use crate::telemetry::{RequestSpan, RequestTracer};
 
 use super::app::{ProxyState, RequestContext};
+use super::header_edits::{HeaderEdits, WireName};
 use super::plugin::DarklightContext;
 
-/// `tracestate` parsed once: a lookup by `&str` parses the name on every call.
-const TRACESTATE_NAME: http::HeaderName = http::HeaderName::from_static(TRACESTATE);
+/// The W3C names, lower case in either form, as the specification writes them.
+static TRACEPARENT_NAME: WireName = WireName::from_static(TRACEPARENT, TRACEPARENT);
+static TRACESTATE_NAME: WireName = WireName::from_static(TRACESTATE, TRACESTATE);
 
 /// Notes the arrival time and the client's trace context.
 pub fn begin(tracer: &RequestTracer, session: &Session) -> RequestSpan {
@@ -97,20 +98,23 @@ pub fn on_upstream_request(
     session: &Session,
     ctx: &RequestContext,
     state: &ProxyState,
-    upstream_request: &mut RequestHeader,
+    upstream_request: &mut dyn HeaderEdits,
 ) -> pingora::Result<()> {
     ensure_started(tracer, trace, session, ctx, state);
     if let Some(headers) = tracer.upstream_headers(trace) {
-        // A lookup is much cheaper than a removal when, as usual, the client sent none.
-        if upstream_request.headers.contains_key(&TRACESTATE_NAME) {
-            upstream_request.remove_header(&TRACESTATE_NAME);
-        }
-        upstream_request.insert_header(TRACEPARENT, headers.traceparent)?;
+        upstream_request.remove(&TRACESTATE_NAME.name);
+        set(upstream_request, &TRACEPARENT_NAME, headers.traceparent)?;
         if let Some(tracestate) = headers.tracestate {
-            upstream_request.insert_header(TRACESTATE, tracestate)?;
+            set(upstream_request, &TRACESTATE_NAME, tracestate)?;
         }
     }
     Ok(())
+}
+
+fn set(request: &mut dyn HeaderEdits, header: &WireName, value: String) -> pingora::Result<()> {
+    let value = HeaderValue::try_from(value)
+        .or_err(ErrorType::InvalidHTTPHeader, "invalid trace context value")?;
+    request.set(&header.name, &header.wire, value)
 }
 
 /// Ends the span with the response status and the proxy error, if any.
