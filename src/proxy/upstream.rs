@@ -3,6 +3,7 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use pingora::lb::LoadBalancer;
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -96,6 +97,8 @@ impl UpstreamTarget {
 pub struct PreparedPool {
     balancer: LoadBalancer<RoundRobin>,
     targets: LookupMap<SocketAddr, UpstreamTarget>,
+    /// The addresses in configuration order.
+    order: Vec<SocketAddr>,
     health_check_interval: Option<std::time::Duration>,
 }
 
@@ -103,6 +106,7 @@ impl PreparedPool {
     /// Resolves a site's upstreams and prepares its balancer and health checks.
     pub fn new(site: &SiteConfig) -> Result<Self, UpstreamError> {
         let mut targets: LookupMap<SocketAddr, UpstreamTarget> = LookupMap::default();
+        let mut order = Vec::with_capacity(site.upstreams.len());
         for url in &site.upstreams {
             let address = resolve(url).map_err(|reason| UpstreamError::Resolve {
                 site: site.name.clone(),
@@ -126,6 +130,7 @@ impl PreparedPool {
             };
             target.host_value = http::HeaderValue::try_from(target.host_header()).ok();
             targets.insert(address, target);
+            order.push(address);
         }
 
         let mut balancer = LoadBalancer::<RoundRobin>::try_from_iter(targets.keys().copied())
@@ -162,6 +167,7 @@ impl PreparedPool {
         Ok(PreparedPool {
             balancer,
             targets,
+            order,
             health_check_interval: site.health_check.as_ref().map(|c| c.interval.0),
         })
     }
@@ -171,6 +177,8 @@ impl PreparedPool {
         UpstreamPool {
             balancer: Arc::new(self.balancer),
             targets: self.targets,
+            order: self.order,
+            next: AtomicUsize::new(0),
             health_check_interval: self.health_check_interval,
         }
     }
@@ -180,6 +188,10 @@ impl PreparedPool {
 pub struct UpstreamPool {
     balancer: Arc<LoadBalancer<RoundRobin>>,
     targets: LookupMap<SocketAddr, UpstreamTarget>,
+    /// The addresses in configuration order, taken in turn when nothing checks their health.
+    order: Vec<SocketAddr>,
+    /// The turn of the next request, when nothing checks the upstreams' health.
+    next: AtomicUsize,
     health_check_interval: Option<std::time::Duration>,
 }
 
@@ -196,6 +208,15 @@ impl UpstreamPool {
 
     /// Picks the next healthy upstream, round-robin.
     pub fn select(&self) -> Option<&UpstreamTarget> {
+        // With no health check every upstream is always eligible: taking them in turn here
+        // saves the balancer's health lookup, which hashes the address on every request.
+        if self.health_check_interval.is_none() {
+            let address = match self.order.as_slice() {
+                [only] => only,
+                all => all.get(self.next.fetch_add(1, Ordering::Relaxed) % all.len().max(1))?,
+            };
+            return self.targets.get(address);
+        }
         let backend = self.balancer.select(b"", 256)?;
         self.targets.get(backend.addr.as_inet()?)
     }
@@ -274,4 +295,49 @@ fn http_health_check(host: &str, tls: bool, path: &str) -> Result<HttpHealthChec
         }
     }));
     Ok(check)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn pool(site: &str) -> UpstreamPool {
+        let yaml = format!("listen: [127.0.0.1:8080]\nsites:\n  - name: app\n{site}");
+        let config =
+            crate::config::parse(&yaml, Path::new("test.yaml")).unwrap_or_else(|e| panic!("{e}"));
+        let site = config.sites.first().unwrap_or_else(|| panic!("no site"));
+        PreparedPool::new(site)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_pool()
+    }
+
+    fn picks(pool: &UpstreamPool, n: usize) -> Vec<u16> {
+        (0..n)
+            .map(|_| pool.select().map_or(0, |t| t.address.port()))
+            .collect()
+    }
+
+    #[test]
+    fn unchecked_upstreams_take_turns_in_configuration_order() {
+        let three = pool(
+            "    upstreams: [http://127.0.0.1:9003, http://127.0.0.1:9001, http://127.0.0.1:9002]\n",
+        );
+        assert_eq!(picks(&three, 6), [9003, 9001, 9002, 9003, 9001, 9002]);
+        let one = pool("    upstreams: [http://127.0.0.1:9001]\n");
+        assert_eq!(picks(&one, 3), [9001, 9001, 9001]);
+    }
+
+    #[test]
+    fn checked_upstreams_are_picked_by_the_balancer() {
+        let two = pool(
+            "    upstreams: [http://127.0.0.1:9001, http://127.0.0.1:9002]\n    \
+             health_check: {kind: tcp, interval: 5s}\n",
+        );
+        // Not yet probed: both count as healthy and share the requests.
+        let mut seen = picks(&two, 4);
+        seen.sort_unstable();
+        assert_eq!(seen, [9001, 9001, 9002, 9002]);
+    }
 }
