@@ -40,11 +40,14 @@ pub trait HeaderEdits {
     /// The headers as they are now.
     fn headers(&self) -> &HeaderMap;
 
+    /// True when [`HeaderEdits::set`] uses its `wire` spelling, so it is worth looking up.
+    fn keeps_spelling(&self) -> bool;
+
     /// Removes every value of `name`; cheap when it is absent.
     fn remove(&mut self, name: &HeaderName);
 
     /// Replaces every value of `name` with `value`; `wire` is the spelling to keep, if the
-    /// form keeps spellings.
+    /// form keeps spellings (empty: `name` as it is).
     fn set(&mut self, name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()>;
 }
 
@@ -54,6 +57,10 @@ impl HeaderEdits for RequestHeader {
         &self.headers
     }
 
+    fn keeps_spelling(&self) -> bool {
+        self.has_case()
+    }
+
     fn remove(&mut self, name: &HeaderName) {
         // A lookup is much cheaper than a removal when, as usual, the name is absent.
         if self.headers.contains_key(name) {
@@ -61,8 +68,12 @@ impl HeaderEdits for RequestHeader {
         }
     }
 
-    fn set(&mut self, _name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()> {
-        self.insert_header(wire.clone(), value)
+    fn set(&mut self, name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()> {
+        if wire.is_empty() {
+            self.insert_header(name.clone(), value)
+        } else {
+            self.insert_header(wire.clone(), value)
+        }
     }
 }
 
@@ -70,6 +81,10 @@ impl HeaderEdits for RequestHeader {
 impl HeaderEdits for HeaderMap {
     fn headers(&self) -> &HeaderMap {
         self
+    }
+
+    fn keeps_spelling(&self) -> bool {
+        false
     }
 
     fn remove(&mut self, name: &HeaderName) {
@@ -212,6 +227,22 @@ mod tests {
                 "{preserve}"
             );
             assert_eq!(request.headers.len(), 1);
+        }
+    }
+
+    #[test]
+    fn an_empty_spelling_stands_for_the_name() {
+        for preserve_case in [false, true] {
+            let mut request = parsed(b"/", &[]);
+            edit_headers(&mut request, preserve_case, 1, |headers| {
+                headers.set(
+                    &FORWARDED_FOR.name,
+                    &Bytes::new(),
+                    HeaderValue::from_static("192.0.2.7"),
+                )
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(wire(&request), "x-forwarded-for: 192.0.2.7\r\n");
         }
     }
 

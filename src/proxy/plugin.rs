@@ -428,12 +428,13 @@ impl DarklightContext {
     /// [`DarklightModule::reloadable_leaving_headers`]; the plan keeps them, so every attempt
     /// at the upstream gets them.
     pub fn add_planned_headers(&self, request: &mut dyn HeaderEdits) {
+        let keeps_spelling = request.keeps_spelling();
         for (name, value) in &self.plan.headers {
-            let added = match self.engine.wire_names.get(name) {
-                Some(wire) => request.set(name, wire, value.clone()),
-                None => request.set(name, &Bytes::copy_from_slice(name.as_ref()), value.clone()),
+            let wire = match self.engine.wire_names.get(name) {
+                Some(wire) if keeps_spelling => wire.clone(),
+                _ => Bytes::new(),
             };
-            if let Err(e) = added {
+            if let Err(e) = request.set(name, &wire, value.clone()) {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");
             }
         }
