@@ -418,7 +418,7 @@ impl HttpModule for DarklightContext {
 }
 
 impl DarklightContext {
-    /// The planned attribution headers, how many.
+    /// How many attribution headers the plan holds, to reserve room for them.
     pub fn planned_headers(&self) -> usize {
         self.plan.headers.len()
     }
