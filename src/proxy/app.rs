@@ -304,7 +304,7 @@ impl ProxyHttp for DarklightProxy {
         let state = Arc::clone(&ctx.state);
         let module = session.downstream_modules_ctx.get::<DarklightContext>();
         // Forwarding (4), `Host`, the trace context (2) and the attribution headers.
-        let additional = 7 + module.map_or(0, DarklightContext::planned_headers);
+        let additional = 7 + module.map_or(0, |m| m.plan.headers.len());
         let mut trace = ctx.trace.take();
         let result = edit_headers(
             upstream_request,
@@ -417,7 +417,7 @@ fn add_proxy_headers(
             None => http::HeaderValue::try_from(target.host_header())
                 .or_err(ErrorType::InvalidHTTPHeader, "invalid upstream host")?,
         };
-        headers.set(&HOST.name, &HOST.wire, value)?;
+        headers.set_named(&HOST, value)?;
     }
     Ok(())
 }

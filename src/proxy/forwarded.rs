@@ -64,17 +64,17 @@ pub fn apply(
             None => HeaderValue::from_str(&client),
         };
         if let Ok(value) = value {
-            set(request, &X_FORWARDED_FOR, value)?;
+            request.set_named(&X_FORWARDED_FOR, value)?;
         }
     }
     if !(trust_incoming && request.headers().contains_key(&X_FORWARDED_PROTO.name)) {
-        set(request, &X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
+        request.set_named(&X_FORWARDED_PROTO, HeaderValue::from_static(proto))?;
     }
     let host = original_host.filter(|h| is_token_safe(h.as_bytes()));
     if let Some(host) = host
         && !(trust_incoming && request.headers().contains_key(&X_FORWARDED_HOST.name))
     {
-        set(request, &X_FORWARDED_HOST, host.clone())?;
+        request.set_named(&X_FORWARDED_HOST, host.clone())?;
     }
 
     let mut value = existing_forwarded.map_or_else(
@@ -105,13 +105,9 @@ pub fn apply(
     }
     // Takes the buffer as it is; the parts were checked to be header-safe.
     if let Ok(value) = HeaderValue::try_from(value) {
-        set(request, &FORWARDED, value)?;
+        request.set_named(&FORWARDED, value)?;
     }
     Ok(())
-}
-
-fn set(request: &mut dyn HeaderEdits, header: &WireName, value: HeaderValue) -> Result<()> {
-    request.set(&header.name, &header.wire, value)
 }
 
 /// All values of a header joined with `, `, as a list-valued header reads.

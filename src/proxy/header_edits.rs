@@ -49,6 +49,11 @@ pub trait HeaderEdits {
     /// Replaces every value of `name` with `value`; `wire` is the spelling to keep, if the
     /// form keeps spellings (empty: `name` as it is).
     fn set(&mut self, name: &HeaderName, wire: &Bytes, value: HeaderValue) -> Result<()>;
+
+    /// [`HeaderEdits::set`] for a name known in both forms.
+    fn set_named(&mut self, header: &WireName, value: HeaderValue) -> Result<()> {
+        self.set(&header.name, &header.wire, value)
+    }
 }
 
 /// The case-preserving form: every edit goes through Pingora, which keeps `wire` as spelled.
@@ -168,11 +173,7 @@ mod tests {
     }
 
     fn add_forwarded_for(headers: &mut dyn HeaderEdits) -> Result<()> {
-        headers.set(
-            &FORWARDED_FOR.name,
-            &FORWARDED_FOR.wire,
-            HeaderValue::from_static("192.0.2.7"),
-        )
+        headers.set_named(&FORWARDED_FOR, HeaderValue::from_static("192.0.2.7"))
     }
 
     #[test]

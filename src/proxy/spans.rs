@@ -103,18 +103,16 @@ pub fn on_upstream_request(
     ensure_started(tracer, trace, session, ctx, state);
     if let Some(headers) = tracer.upstream_headers(trace) {
         upstream_request.remove(&TRACESTATE_NAME.name);
-        set(upstream_request, &TRACEPARENT_NAME, headers.traceparent)?;
+        upstream_request.set_named(&TRACEPARENT_NAME, trace_value(headers.traceparent)?)?;
         if let Some(tracestate) = headers.tracestate {
-            set(upstream_request, &TRACESTATE_NAME, tracestate)?;
+            upstream_request.set_named(&TRACESTATE_NAME, trace_value(tracestate)?)?;
         }
     }
     Ok(())
 }
 
-fn set(request: &mut dyn HeaderEdits, header: &WireName, value: String) -> pingora::Result<()> {
-    let value = HeaderValue::try_from(value)
-        .or_err(ErrorType::InvalidHTTPHeader, "invalid trace context value")?;
-    request.set(&header.name, &header.wire, value)
+fn trace_value(value: String) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(value).or_err(ErrorType::InvalidHTTPHeader, "invalid trace context value")
 }
 
 /// Ends the span with the response status and the proxy error, if any.
