@@ -356,25 +356,15 @@ impl HttpModule for DarklightContext {
             strip_reserved(request, attributor);
         }
         let started = std::time::Instant::now();
-        let (classification, mut plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
+        let (classification, plan) = self.engine.evaluate(request, self.tls, unix_now()).await;
         self.evaluation = Some(started.elapsed());
-        if !self.adds_headers {
-            self.classification = Some(classification);
-            self.plan = plan;
-            return Ok(());
-        }
-        // The values move into the request: nothing reads them from the plan afterwards.
-        for (name, value) in std::mem::take(&mut plan.headers) {
-            let inserted = match self.engine.wire_names.get(&name) {
-                Some(wire) => request.insert_header(wire.clone(), value),
-                None => request.insert_header(name.clone(), value),
-            };
-            if let Err(e) = inserted {
-                tracing::warn!(header = %name, error = %e, "could not add attribution header");
-            }
-        }
         self.classification = Some(classification);
         self.plan = plan;
+        if self.adds_headers {
+            self.add_planned_headers(request);
+            // The values are in the request now: nothing reads them from the plan afterwards.
+            self.plan.headers.clear();
+        }
         Ok(())
     }
 
@@ -418,15 +408,10 @@ impl HttpModule for DarklightContext {
 }
 
 impl DarklightContext {
-    /// How many attribution headers the plan holds, to reserve room for them.
-    pub fn planned_headers(&self) -> usize {
-        self.plan.headers.len()
-    }
-
-    /// Adds the planned attribution headers to `request` (an upstream request), each under
-    /// its title-cased name when `request` keeps spellings. For a module built with
-    /// [`DarklightModule::reloadable_leaving_headers`]; the plan keeps them, so every attempt
-    /// at the upstream gets them.
+    /// Adds the planned attribution headers to `request`, each under its title-cased name
+    /// when `request` keeps spellings. The module does so itself unless built with
+    /// [`DarklightModule::reloadable_leaving_headers`]; then the proxy calls it on each upstream
+    /// request, and the plan keeps the headers so that every attempt at the upstream gets them.
     pub fn add_planned_headers(&self, request: &mut dyn HeaderEdits) {
         let keeps_spelling = request.keeps_spelling();
         for (name, value) in &self.plan.headers {
@@ -471,5 +456,95 @@ fn strip_reserved(request: &mut RequestHeader, attributor: &Attributor) {
         .collect();
     for name in forged {
         request.remove_header(&name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request from Facebook's in-app browser, with a forged attribution header.
+    fn request() -> RequestHeader {
+        let mut request =
+            RequestHeader::build("GET", b"/articles/x", None).unwrap_or_else(|e| panic!("{e}"));
+        for (name, value) in [
+            ("Host", "news.example.com"),
+            (
+                "User-Agent",
+                "Mozilla/5.0 (iPhone) Mobile/15E148 [FBAN/FBIOS;FBAV/440.0]",
+            ),
+            ("X-Darklight-Channel", "forged"),
+        ] {
+            request
+                .append_header(name, value)
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        request
+    }
+
+    /// Runs the module built by `builder` on `request`; returns its context.
+    async fn filtered(builder: ModuleBuilder, request: &mut RequestHeader) -> Module {
+        let mut module = builder.init();
+        module
+            .request_header_filter(request)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        module
+    }
+
+    fn context(module: &Module) -> &DarklightContext {
+        module
+            .as_any()
+            .downcast_ref::<DarklightContext>()
+            .unwrap_or_else(|| panic!("not a DarklightContext"))
+    }
+
+    fn engine() -> EngineHandle {
+        let engine = Engine::builtin().unwrap_or_else(|e| panic!("{e}"));
+        Arc::new(ArcSwap::new(Arc::new(engine)))
+    }
+
+    #[tokio::test]
+    async fn the_module_adds_its_headers_titled_and_drops_forged_ones() {
+        let mut request = request();
+        let module = filtered(DarklightModule::reloadable(engine()), &mut request).await;
+        let channel: Vec<_> = request
+            .headers
+            .get_all("x-darklight-channel")
+            .iter()
+            .collect();
+        assert_eq!(channel.len(), 1);
+        assert_ne!(channel.first().map(|v| v.as_bytes()), Some(&b"forged"[..]));
+        let spelled: Vec<&[u8]> = request
+            .case_header_iter()
+            .map(|(name, _)| name.as_slice())
+            .collect();
+        assert!(
+            spelled.contains(&&b"X-Darklight-Channel"[..]),
+            "{spelled:?}"
+        );
+        assert!(spelled.contains(&&b"X-Darklight-In-App"[..]), "{spelled:?}");
+        // Moved into the request: the plan no longer holds them.
+        assert!(context(&module).plan.headers.is_empty());
+        assert!(context(&module).classification.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_module_leaving_headers_keeps_them_for_each_upstream_request() {
+        let mut request = request();
+        let module = filtered(
+            DarklightModule::reloadable_leaving_headers(engine()),
+            &mut request,
+        )
+        .await;
+        assert!(!request.headers.contains_key("x-darklight-channel"));
+        let context = context(&module);
+        assert!(!context.plan.headers.is_empty());
+        for _attempt in 0..2 {
+            let mut upstream = HeaderMap::new();
+            context.add_planned_headers(&mut upstream);
+            assert_eq!(upstream.len(), context.plan.headers.len());
+            assert!(upstream.contains_key("x-darklight-in-app"));
+        }
     }
 }
