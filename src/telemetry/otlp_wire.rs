@@ -3,8 +3,10 @@
 //!
 //! The generic exporter path clones the batch, converts every span into generated protobuf
 //! structs (a `String` per attribute key and value) and only then encodes them: about ten
-//! microseconds of the export thread per span under load. This encoder computes each message's
-//! length first and writes the bytes once, with no allocation beyond the buffer's growth.
+//! microseconds of the export thread per span under load. This encoder writes the bytes once,
+//! with no allocation beyond the buffer's growth: for `SpanData` it computes each message's
+//! length first; for darklight's records, whose attributes are derived as they are visited, it
+//! writes each body once and its length after it.
 //! The output is the same message the generated types produce (checked by decoding it with them
 //! in the tests), grouped the same way: one `ResourceSpans`, one `ScopeSpans` per
 //! instrumentation scope in order of first appearance.
@@ -61,9 +63,13 @@ pub fn encode_export_request_paced(
     let resource_spans_len = resource_spans_len(resource, scope_spans_lens.iter().copied());
 
     out.reserve(field_len(resource_spans_len));
-    put_resource(out, resource, resource_spans_len);
+    // ExportTraceServiceRequest.resource_spans = 1
+    put_header(out, 1, resource_spans_len);
+    put_resource(out, resource);
     for (index, scope) in layout.scopes.iter().enumerate() {
-        put_scope(out, scope, scope_spans_lens[index]);
+        // ResourceSpans.scope_spans = 2
+        put_header(out, 2, scope_spans_lens[index]);
+        put_scope(out, scope);
         for (span, len) in layout.spans_in(index) {
             // ScopeSpans.spans = 2
             put_header(out, 2, len);
@@ -80,8 +86,10 @@ pub fn encode_export_request_paced(
 }
 
 /// [`encode_export_request_paced`] for span records, all of `scope`: each record's attributes
-/// are written straight from it, with no key-value built in between. The bytes are those of
-/// the records turned into the SDK's form ([`SpanRecord::into_span_data`]) and encoded.
+/// are written straight from it, with no key-value built in between, and in one pass: a
+/// record's length goes in after its body ([`put_message`]), so its attributes are visited
+/// once. `pause` is called once every `slice` records written. The bytes are those of the
+/// records turned into the SDK's form ([`SpanRecord::into_span_data`]) and encoded.
 pub fn encode_records_paced(
     records: &[Box<SpanRecord>],
     resource: &Resource,
@@ -90,36 +98,37 @@ pub fn encode_records_paced(
     slice: usize,
     pause: &mut dyn FnMut(),
 ) {
-    if records.is_empty() {
+    let Some(first) = records.first() else {
         return;
-    }
+    };
     let mut pacer = Pacer::new(slice, pause);
-    let lens: Vec<usize> = records
-        .iter()
-        .map(|record| {
-            let len = record_len(record);
-            pacer.tick();
-            len
-        })
-        .collect();
-    let scope_spans_len = scope_spans_len(scope, lens.iter().copied());
-    let resource_spans_len = resource_spans_len(resource, std::iter::once(scope_spans_len));
-
-    out.reserve(field_len(resource_spans_len));
-    put_resource(out, resource, resource_spans_len);
-    put_scope(out, scope, scope_spans_len);
-    for (record, len) in records.iter().zip(lens) {
-        // ScopeSpans.spans = 2
-        put_header(out, 2, len);
-        put_record(out, record);
-        pacer.tick();
-    }
-    if let Some(url) = scope.schema_url() {
-        put_str(out, 3, url);
-    }
-    if let Some(url) = resource.schema_url() {
-        put_str(out, 3, url);
-    }
+    // Records differ by a few optional attributes: the first one's size times their number is
+    // close, and a shortfall only grows the buffer.
+    out.reserve(
+        field_len(record_len(first)) * records.len()
+            + field_len(resource_len(resource))
+            + field_len(scope_len(scope))
+            + 16,
+    );
+    // ExportTraceServiceRequest.resource_spans = 1: hundreds of kilobytes for a full batch.
+    put_message(out, 1, 3, |out| {
+        put_resource(out, resource);
+        // ResourceSpans.scope_spans = 2
+        put_message(out, 2, 3, |out| {
+            put_scope(out, scope);
+            for record in records {
+                // ScopeSpans.spans = 2: a span is a few hundred bytes, a two-byte length.
+                put_message(out, 2, 2, |out| put_record(out, record));
+                pacer.tick();
+            }
+            if let Some(url) = scope.schema_url() {
+                put_str(out, 3, url);
+            }
+        });
+        if let Some(url) = resource.schema_url() {
+            put_str(out, 3, url);
+        }
+    });
 }
 
 /// The body length of a `ScopeSpans` holding spans of the given body lengths.
@@ -136,10 +145,8 @@ fn resource_spans_len(resource: &Resource, scope_spans: impl Iterator<Item = usi
         + resource.schema_url().map_or(0, str_len)
 }
 
-/// Opens the batch's one `ResourceSpans` (of `len` bytes) and writes its resource.
-fn put_resource(out: &mut Vec<u8>, resource: &Resource, len: usize) {
-    // ExportTraceServiceRequest.resource_spans = 1
-    put_header(out, 1, len);
+/// Writes a `ResourceSpans`' resource.
+fn put_resource(out: &mut Vec<u8>, resource: &Resource) {
     // ResourceSpans.resource = 1
     put_header(out, 1, resource_len(resource));
     for kv in resource.iter() {
@@ -147,10 +154,9 @@ fn put_resource(out: &mut Vec<u8>, resource: &Resource, len: usize) {
     }
 }
 
-/// Opens a `ScopeSpans` (of `len` bytes) and writes its scope.
-fn put_scope(out: &mut Vec<u8>, scope: &InstrumentationScope, len: usize) {
-    // ResourceSpans.scope_spans = 2, ScopeSpans.scope = 1
-    put_header(out, 2, len);
+/// Writes a `ScopeSpans`' scope.
+fn put_scope(out: &mut Vec<u8>, scope: &InstrumentationScope) {
+    // ScopeSpans.scope = 1
     put_header(out, 1, scope_len(scope));
     put_str(out, 1, scope.name());
     if let Some(version) = scope.version() {
@@ -668,6 +674,32 @@ fn put_header(out: &mut Vec<u8>, field: u32, len: usize) {
     put_varint(out, len as u64);
 }
 
+/// Writes a length-delimited field whose body `body` writes, measured by writing it: room is
+/// left for a length of `room` bytes, and the body moves when its length needs more or fewer.
+/// A right guess leaves it in place; the length is always in its shortest form.
+fn put_message(out: &mut Vec<u8>, field: u32, room: usize, body: impl FnOnce(&mut Vec<u8>)) {
+    put_tag(out, field, LEN);
+    let at = out.len();
+    out.resize(at + room, 0);
+    body(out);
+    let end = out.len();
+    let len = end - at - room;
+    let need = varint_len(len as u64);
+    if need < room {
+        out.copy_within(at + room..end, at + need);
+        out.truncate(end - (room - need));
+    } else if need > room {
+        out.resize(end + (need - room), 0);
+        out.copy_within(at + room..end, at + need);
+    }
+    let mut value = len as u64;
+    for byte in &mut out[at..at + need] {
+        // Every byte but the last has the continuation bit: `need` is the varint's length.
+        *byte = (value as u8 & 0x7f) | if value >= 0x80 { 0x80 } else { 0 };
+        value >>= 7;
+    }
+}
+
 /// A string field: omitted when empty, as proto3 does for default values.
 fn str_len(value: &str) -> usize {
     if value.is_empty() {
@@ -934,6 +966,42 @@ mod tests {
             .collect()
     }
 
+    /// A length written after its body is the one a header written first would have been,
+    /// whether the room left was right, too much or too little.
+    #[test]
+    fn message_lengths_written_after_the_body() {
+        for len in [0, 1, 127, 128, 300, 16_383, 16_384, 2_097_151, 2_097_152] {
+            let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut expected = vec![0xee];
+            put_header(&mut expected, 2, len);
+            expected.extend_from_slice(&body);
+            for room in [1, 2, 3] {
+                let mut out = vec![0xee];
+                put_message(&mut out, 2, room, |out| out.extend_from_slice(&body));
+                assert!(out == expected, "body of {len} bytes with room for {room}");
+            }
+        }
+    }
+
+    /// A batch of one small record is shorter than the room its outer lengths leave.
+    #[test]
+    fn one_small_record_encodes_as_its_span_data_does() {
+        let scope = darklight_scope();
+        let resource = Resource::builder_empty().build();
+        let record = records().swap_remove(0);
+        let mut direct = Vec::new();
+        encode_records_paced(
+            std::slice::from_ref(&record),
+            &resource,
+            &scope,
+            &mut direct,
+            1,
+            &mut || {},
+        );
+        let span = (*record).into_span_data(&scope);
+        assert_eq!(direct, encoded(&[span], &resource));
+    }
+
     /// Records encoded directly are byte for byte the same records turned into the SDK's form
     /// and encoded (checked against the generated types above).
     #[test]
@@ -1092,6 +1160,27 @@ mod tests {
         let mut count = 0;
         encode_export_request_paced(&spans, &resource, &mut Vec::new(), 0, &mut || count += 1);
         assert_eq!(count, 80);
+        // Records are written once: one step each, the same bytes whatever the slice.
+        let scope = darklight_scope();
+        let records = records();
+        let mut whole = Vec::new();
+        encode_records_paced(
+            &records,
+            &resource,
+            &scope,
+            &mut whole,
+            usize::MAX,
+            &mut || {},
+        );
+        for slice in [1, 2, 3] {
+            let mut out = Vec::new();
+            let mut count = 0;
+            encode_records_paced(&records, &resource, &scope, &mut out, slice, &mut || {
+                count += 1
+            });
+            assert_eq!(count, records.len() / slice, "slice {slice}");
+            assert_eq!(out, whole, "slice {slice}");
+        }
     }
 
     #[test]
