@@ -415,9 +415,15 @@ impl DarklightContext {
     pub fn add_planned_headers(&self, request: &mut dyn HeaderEdits) {
         let keeps_spelling = request.keeps_spelling();
         for (name, value) in &self.plan.headers {
-            let wire = match self.engine.wire_names.get(name) {
-                Some(wire) if keeps_spelling => wire.clone(),
-                _ => Bytes::new(),
+            // The titled spelling is looked up only for a request that keeps it.
+            let wire = if keeps_spelling {
+                self.engine
+                    .wire_names
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default()
+            } else {
+                Bytes::new()
             };
             if let Err(e) = request.set(name, &wire, value.clone()) {
                 tracing::warn!(header = %name, error = %e, "could not add attribution header");
