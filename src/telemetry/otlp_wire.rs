@@ -98,27 +98,25 @@ pub fn encode_records_paced(
     slice: usize,
     pause: &mut dyn FnMut(),
 ) {
-    let Some(first) = records.first() else {
+    if records.is_empty() {
         return;
-    };
+    }
     let mut pacer = Pacer::new(slice, pause);
-    // Records differ by a few optional attributes: the first one's size times their number is
-    // close, and a shortfall only grows the buffer.
-    out.reserve(
-        field_len(record_len(first)) * records.len()
-            + field_len(resource_len(resource))
-            + field_len(scope_len(scope))
-            + 16,
-    );
     // ExportTraceServiceRequest.resource_spans = 1: hundreds of kilobytes for a full batch.
     put_message(out, 1, 3, |out| {
         put_resource(out, resource);
         // ResourceSpans.scope_spans = 2
         put_message(out, 2, 3, |out| {
             put_scope(out, scope);
-            for record in records {
+            for (index, record) in records.iter().enumerate() {
+                let start = out.len();
                 // ScopeSpans.spans = 2: a span is a few hundred bytes, a two-byte length.
                 put_message(out, 2, 2, |out| put_record(out, record));
+                if index == 0 {
+                    // Records differ by a few optional attributes: the first one's size times
+                    // the number left is close, and a shortfall only grows the buffer.
+                    out.reserve((out.len() - start) * (records.len() - 1));
+                }
                 pacer.tick();
             }
             if let Some(url) = scope.schema_url() {
@@ -347,34 +345,6 @@ const EXCEPTION: &str = "exception";
 const EXCEPTION_TYPE: &str = "exception.type";
 const EXCEPTION_MESSAGE: &str = "exception.message";
 
-fn record_len(record: &SpanRecord) -> usize {
-    let context = record.context();
-    let (parent, _) = record.parent();
-    let (start, end) = record.times();
-    let (method, route) = record.name_parts();
-    let mut attributes = AttributesLen(0);
-    record.visit_attributes(&mut attributes);
-    let exception = record.exception().map_or(0, |(error_type, message)| {
-        field_len(exception_len(end, &error_type, message))
-    });
-    bytes_len(16)
-        + bytes_len(8)
-        + str_len(&context.trace_state().header())
-        + if parent == SpanId::INVALID {
-            0
-        } else {
-            bytes_len(8)
-        }
-        + field_len(name_len(method, route))
-        + varint_field_len(SERVER)
-        + fixed64_len(nanos(start))
-        + fixed64_len(nanos(end))
-        + attributes.0
-        + exception
-        + field_len(status_len(&record.status()))
-        + (2 + 4) // flags = 16: a two-byte tag
-}
-
 /// Writes a record's `Span` body, field by field as [`put_span`] does; the counts of dropped
 /// attributes, events and links are zero, so omitted, and a record has no links.
 fn put_record(out: &mut Vec<u8>, record: &SpanRecord) {
@@ -434,27 +404,6 @@ fn exception_len(at: SystemTime, error_type: &str, message: &str) -> usize {
             EXCEPTION_MESSAGE,
             Scalar::Str(message),
         ))
-}
-
-/// Sums the encoded size of the attributes it is given.
-struct AttributesLen(usize);
-
-impl AttributeSink for AttributesLen {
-    fn text(&mut self, key: &'static str, value: &str) {
-        self.0 += field_len(scalar_key_value_len(key, Scalar::Str(value)));
-    }
-
-    fn int(&mut self, key: &'static str, value: i64) {
-        self.0 += field_len(scalar_key_value_len(key, Scalar::I64(value)));
-    }
-
-    fn boolean(&mut self, key: &'static str, value: bool) {
-        self.0 += field_len(scalar_key_value_len(key, Scalar::Bool(value)));
-    }
-
-    fn float(&mut self, key: &'static str, value: f64) {
-        self.0 += field_len(scalar_key_value_len(key, Scalar::F64(value)));
-    }
 }
 
 /// Writes the attributes it is given as `KeyValue` messages in `field`.
