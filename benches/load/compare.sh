@@ -309,6 +309,24 @@ peak_rss_kb() {
     echo "$total"
 }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+# Wake-ups sent to the load CPUs so far: the function-call and rescheduling interrupts (CAL,
+# RES) they received. A proxy that wakes wrk or the origin while their CPU sleeps pays for that
+# interrupt on its own CPU, and in a virtual machine each one costs a trip through the
+# hypervisor. -1 where /proc/interrupts has no such lines (not x86).
+wakeup_ipis() {
+    awk -v list="$LOAD_CPUS" '
+        NR == 1 {
+            for (i = 1; i <= NF; i++) col[$i] = i + 1
+            n = split(list, parts, ",")
+            for (j = 1; j <= n; j++) {
+                if (split(parts[j], r, "-") == 2) { for (c = r[1]; c <= r[2]; c++) want["CPU" c] = 1 }
+                else want["CPU" parts[j]] = 1
+            }
+            next
+        }
+        $1 == "CAL:" || $1 == "RES:" { found = 1; for (c in want) if (c in col) sum += $(col[c]) }
+        END { print found ? sum : -1 }' /proc/interrupts 2>/dev/null || echo -1
+}
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
 run_wrk() { # target seconds -> "requests rps p50_us p99_us errors"
@@ -330,15 +348,16 @@ if [ "$ROUNDS" -gt 0 ]; then
         [ $((round % 2)) -eq 0 ] && order=$(echo "$TARGETS" | tr ' ' '\n' | tac | paste -sd' ')
         for target in $order; do
             pid=$(pid_of "$target")
-            before=$(cpu_ticks "$pid") user_before=$(cpu_ticks "$pid" '$14')
+            before=$(cpu_ticks "$pid") user_before=$(cpu_ticks "$pid" '$14') ipis_before=$(wakeup_ipis)
             result=$(run_wrk "$target" "$DURATION")
-            after=$(cpu_ticks "$pid") user_after=$(cpu_ticks "$pid" '$14')
+            after=$(cpu_ticks "$pid") user_after=$(cpu_ticks "$pid" '$14') ipis_after=$(wakeup_ipis)
             [ -n "$result" ] || die "wrk gave no result for $target"
             set -- $result
             cpu_us=$(awk -v t=$((after - before)) -v u="$TICK_US" -v n="$1" 'BEGIN { printf "%.1f", n ? t * u / n : 0 }')
             user_us=$(awk -v t=$((user_after - user_before)) -v u="$TICK_US" -v n="$1" 'BEGIN { printf "%.1f", n ? t * u / n : 0 }')
-            echo "$target $round $2 $3 $4 $5 $cpu_us $user_us" >>"$RESULTS"
-            log "  round $round  $(printf '%-9s' "$target") $(printf '%9.0f' "$2") req/s  p50 ${3}us  p99 ${4}us  errors $5  cpu ${cpu_us}us/req (user ${user_us})"
+            ipis=$(awk -v a="$ipis_before" -v b="$ipis_after" -v n="$1" 'BEGIN { if (a < 0 || !n) print -1; else printf "%.3f", (b - a) / n }')
+            echo "$target $round $2 $3 $4 $5 $cpu_us $user_us $ipis" >>"$RESULTS"
+            log "  round $round  $(printf '%-9s' "$target") $(printf '%9.0f' "$2") req/s  p50 ${3}us  p99 ${4}us  errors $5  cpu ${cpu_us}us/req (user ${user_us})  wake-ups ${ipis}/req"
         done
     done
 
@@ -359,6 +378,12 @@ if [ "$ROUNDS" -gt 0 ]; then
             "$(awk -v t="$target" '$1 == t {s += $6} END {print s + 0}' "$RESULTS")"
     done
     echo
+    if [ "$(awk '$9 < 0 {print "none"; exit}' "$RESULTS")" != none ]; then
+        wakeups=""
+        for target in $TARGETS; do wakeups="$wakeups, $target $(col "$target" 9)"; done
+        echo "wake-up interrupts received by CPU $LOAD_CPUS (wrk, origin) per request, medians:${wakeups#,}"
+        echo
+    fi
     ratio() { awk -v a="$(col "$1" "$3")" -v b="$(col "$2" "$3")" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
     case " $TARGETS " in *" darklight "*)
         case " $TARGETS " in *" plain "*)

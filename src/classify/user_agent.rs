@@ -178,6 +178,10 @@ impl UaMatcherBuilder {
     }
 
     /// Compiles the automaton.
+    ///
+    /// A DFA, though with the built-in tokens (about 120) it takes about 500 KiB against
+    /// 45 KiB for a contiguous NFA: under load the DFA still served more requests a second
+    /// (three alternating pairs of `make bench-load` runs).
     pub(crate) fn build(self) -> Result<UaMatcher, aho_corasick::BuildError> {
         let automaton = AhoCorasick::builder()
             .ascii_case_insensitive(true)
