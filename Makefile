@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench bench-load bench-instructions soak deps test-deps browser check-config clean
+.PHONY: all build run test lint fmt bench bench-load bench-instructions bench-profile soak deps test-deps browser check-config clean
 
 all: build
 
@@ -85,6 +85,10 @@ bench-load: deps
 # Instructions per request of darklight and plain Pingora under callgrind: exact, unlike timings.
 bench-instructions: deps
 	INSTRUCTIONS=1 DURATION=$${DURATION:-15} benches/load/compare.sh
+
+# Where each proxy's CPU time goes per request, sampled with perf: kernel, own code, Pingora...
+bench-profile: deps
+	PROFILE=1 benches/load/compare.sh
 
 clean:
 	$(CARGO) clean

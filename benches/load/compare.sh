@@ -36,6 +36,12 @@
 #                     SHA-256 takes its portable path, so the cookie signatures count more than
 #                     they cost on CPUs with SHA extensions.
 #   CALLGRIND_DIR []  with INSTRUCTIONS=1: keep the callgrind profiles there, for callgrind_annotate
+#   PROFILE [0]       1: instead of timed rounds, sample each proxy's CPU with perf (cpu-clock on
+#                     PROXY_CPUS) over DURATION seconds of the mix, and print where its CPU time
+#                     goes per request: kernel, the proxy's own code, Pingora, tokio, header maps,
+#                     allocator, libc, the rest (`make bench-profile`). perf's own sampling slows
+#                     every proxy, so compare the rows, not the totals with a timed run.
+#   PERF_DIR []       with PROFILE=1: keep the perf data there, for perf report
 #
 # CPU placement on a 2-core machine: the three proxies run one at a time on PROXY_CPUS (CPU 1),
 # the load generator, the origin and the span sink share LOAD_CPUS (CPU 0). The proxy is the
@@ -58,6 +64,7 @@ SOAK=${SOAK:-0}
 BASE_PORT=${BASE_PORT:-18080}
 TARGETS=${TARGETS:-darklight plain nginx}
 INSTRUCTIONS=${INSTRUCTIONS:-0}
+PROFILE=${PROFILE:-0}
 RATE=${RATE:-0}
 # wrk paces each connection by a whole number of milliseconds between requests (mix.lua).
 export WRK_DELAY_MS=0
@@ -68,6 +75,11 @@ fi
 if [ "$INSTRUCTIONS" = 1 ]; then
     # nginx forks its workers, which callgrind would have to follow: only the two Pingora proxies.
     TARGETS=$(echo "$TARGETS" | tr ' ' '\n' | grep -v '^nginx$' | paste -sd' ')
+    ROUNDS=0
+    SOAK=0
+fi
+if [ "$PROFILE" = 1 ]; then
+    [ "$INSTRUCTIONS" = 1 ] && { echo "compare.sh: PROFILE=1 and INSTRUCTIONS=1 are separate runs" >&2; exit 1; }
     ROUNDS=0
     SOAK=0
 fi
@@ -131,6 +143,16 @@ export LD_LIBRARY_PATH="$TOOLS/root/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:
 "$NGINX" -v 2>/dev/null || die "nginx does not run: $NGINX"
 { "$WRK" -v 2>&1 || true; } | grep -q wrk || die "wrk does not run: $WRK"
 command -v taskset >/dev/null || die "taskset (util-linux) is needed"
+if [ "$PROFILE" = 1 ]; then
+    if ! perf --version >/dev/null 2>&1; then
+        SUDO=$([ "$(id -u)" -eq 0 ] || echo sudo)
+        log "installing perf with apt-get"
+        $SUDO apt-get install -y -qq linux-perf >"$RUN/apt.log" 2>&1 \
+            || { $SUDO apt-get update -qq >/dev/null 2>&1 && $SUDO apt-get install -y -qq linux-perf >"$RUN/apt.log" 2>&1; } \
+            || die "perf is needed for PROFILE=1: $(tail -1 "$RUN/apt.log")"
+        perf --version >/dev/null 2>&1 || die "perf does not run for this kernel ($(uname -r))"
+    fi
+fi
 WRAP=()
 if [ "$INSTRUCTIONS" = 1 ]; then
     if ! command -v callgrind_control >/dev/null; then
@@ -329,8 +351,9 @@ wakeup_ipis() {
 }
 TICK_US=$((1000000 / $(getconf CLK_TCK)))
 
+WRK_WRAP=() # a command wrk runs under (perf record, for PROFILE=1)
 run_wrk() { # target seconds -> "requests rps p50_us p99_us errors"
-    timeout $(($2 + 30)) taskset -c "$LOAD_CPUS" "$WRK" -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${2}s" \
+    timeout $(($2 + 30)) ${WRK_WRAP[@]+"${WRK_WRAP[@]}"} taskset -c "$LOAD_CPUS" "$WRK" -t "$WRK_THREADS" -c "$CONNECTIONS" -d "${2}s" \
         --timeout 5s -s "$HERE/mix.lua" "http://127.0.0.1:$(port_of "$1")/" 2>&1 \
         | awk '/^RESULT/ {print $2, $3, $4, $5, $6}'
 }
@@ -439,6 +462,75 @@ if [ "$INSTRUCTIONS" = 1 ]; then
             | awk -v n="$requests" '{ name = $0; sub(/^.*\.rs:/, "", name); sub(/ \[.*$/, "", name) }
                                     !seen[name]++ && shown++ < 15 { printf "  %8d  %s\n", $1 / n, name }' ;;
     esac
+fi
+
+# --- where the CPU time goes (perf) ---------------------------------------------------------------
+if [ "$PROFILE" = 1 ]; then
+    log "warm-up: ${WARMUP}s per proxy"
+    for target in $TARGETS; do run_wrk "$target" "$WARMUP" >/dev/null; done
+    log "profiling: {$TARGETS}, ${DURATION}s each, perf cpu-clock on CPU $PROXY_CPUS"
+    for target in $TARGETS; do
+        data="$RUN/perf.$target.data"
+        # perf samples the proxies' CPUs for exactly as long as wrk runs.
+        WRK_WRAP=(perf record -q -e cpu-clock -F 999 -C "$PROXY_CPUS" -o "$data" --)
+        result=$(run_wrk "$target" "$DURATION")
+        WRK_WRAP=()
+        [ -n "$result" ] || die "wrk gave no result for $target"
+        set -- $result
+        [ "$1" -gt 0 ] || die "no request completed through $target"
+        [ -z "${PERF_DIR:-}" ] || { mkdir -p "$PERF_DIR" && cp "$data" "$PERF_DIR/perf.$target.data"; }
+        # Each sample's period is the CPU time it stands for (ns); the process's samples, put
+        # in buckets by symbol, divided by the requests wrk counted.
+        pids=$(tree_of "$(pid_of "$target")" | paste -sd,)
+        perf report -i "$data" --pid "$pids" --stdio -F period,dso,sym --percent-limit 0 2>/dev/null \
+            | awk -v t="$target" -v n="$1" '
+                /^#/ || NF < 4 { next }
+                {
+                    ns = $1; dso = $2; sym = $0; sub(/^ *[0-9]+ +[^ ]+ +\[.\] /, "", sym)
+                    if ($3 == "[k]") b = "kernel"
+                    else if (sym ~ /darklight::|aho_corasick|regex_automata|sha2::|hmac::|base64::|plain_pingora::/ || dso ~ /^nginx/) b = "own"
+                    else if (sym ~ /^_?mi_|^malloc|^free|^cfree|^_int_malloc|^_int_free|^__libc_malloc|^__libc_free/) b = "alloc"
+                    else if (sym ~ /tonic::|h2::|hyper::|prost::|opentelemetry/) b = "export"
+                    else if (sym ~ /http::header|httparse/) b = "headers"
+                    else if (sym ~ /pingora/) b = "pingora"
+                    else if (sym ~ /tokio::|mio::/) b = "tokio"
+                    else if (dso ~ /^libc|vdso|^ld-linux/) b = "libc"
+                    else b = "other"
+                    sum[b] += ns; total += ns
+                }
+                END { for (b in sum) printf "%s %s %.2f\n", t, b, sum[b] / 1000 / n; printf "%s total %.2f\n", t, total / 1000 / n }' >>"$RESULTS"
+        log "  $(printf '%-9s' "$target") $1 requests, $(awk -v t="$target" '$1 == t && $2 == "total" {print $3}' "$RESULTS") us/req sampled"
+    done
+    echo
+    echo "darklight CPU profile: ${DURATION}s of the request mix per proxy, wrk -t$WRK_THREADS -c$CONNECTIONS, perf cpu-clock on CPU $PROXY_CPUS; CPU us per request, every thread of the proxy"
+    echo
+    header="| %-44s"; rule="|----------------------------------------------"
+    for target in $TARGETS; do header="$header | %24s"; rule="$rule|-------------------------:"; done
+    # shellcheck disable=SC2046 # one label per target
+    printf "$header |\n" "where" $(for target in $TARGETS; do label_of "$target" | tr ' ' '_'; done) | tr '_' ' '
+    echo "$rule|"
+    for bucket in kernel own pingora tokio headers alloc libc export other total; do
+        case $bucket in
+            kernel) label="kernel (sockets, scheduling, wake-ups)" ;;
+            own) label="the proxy's own code" ;;
+            pingora) label="Pingora" ;;
+            tokio) label="tokio" ;;
+            headers) label="http header maps, httparse" ;;
+            alloc) label="allocator" ;;
+            libc) label="libc (memcpy, clock)" ;;
+            export) label="OTLP export (tonic, h2, hyper)" ;;
+            other) label="the rest (std, bytes, ...)" ;;
+            total) label="total" ;;
+        esac
+        row=$(printf "| %-44s" "$label")
+        for target in $TARGETS; do
+            row="$row$(printf ' | %24s' "$(awk -v t="$target" -v b="$bucket" '$1 == t && $2 == b {v = $3} END {printf "%.1f", v + 0}' "$RESULTS")")"
+        done
+        echo "$row |"
+    done
+    echo
+    echo "The proxy's own code: darklight's functions with the Aho-Corasick, regex, SHA-256 and base64"
+    echo "code they run; plain_pingora's; nginx's binary. perf's sampling slows every proxy."
 fi
 
 # --- memory soak ----------------------------------------------------------------------------------
