@@ -152,6 +152,8 @@ if [ "$PROFILE" = 1 ]; then
             || die "perf is needed for PROFILE=1: $(tail -1 "$RUN/apt.log")"
         perf --version >/dev/null 2>&1 || die "perf does not run for this kernel ($(uname -r))"
     fi
+    perf record -q -e cpu-clock -C "$PROXY_CPUS" -o "$RUN/perf.check" -- sleep 0.1 >"$RUN/perf.check.log" 2>&1 \
+        || die "perf cannot sample CPU $PROXY_CPUS (root, or kernel.perf_event_paranoid <= 0, is needed): $(tail -1 "$RUN/perf.check.log")"
 fi
 WRAP=()
 if [ "$INSTRUCTIONS" = 1 ]; then
