@@ -1,45 +1,103 @@
-//! Socket addresses as text, written into a caller's buffer. The standard `Display` goes
-//! through the formatter's padding machinery, which costs more than the rest of building a
-//! forwarding header; IPv4, the common case, is written directly.
+//! Socket addresses as text, written on the stack. The standard `Display` goes through the
+//! formatter's padding machinery, which costs more than the rest of building a forwarding
+//! header, and a `String` per address is an allocation per request; IPv4, the common case, is
+//! written directly.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 
-/// Appends `ip` in its usual text form (`203.0.113.9`, `2001:db8::1`).
-pub fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
+/// Room for the longest text: `[`, the longest IPv6 text form (45 bytes, with an embedded
+/// IPv4 address; `Display` writes at most 39), `]:65535`.
+const CAPACITY: usize = 1 + 45 + 2 + 5;
+
+/// An IP or socket address as text, held on the stack.
+#[derive(Clone, Copy)]
+pub struct AddressText {
+    bytes: [u8; CAPACITY],
+    len: usize,
+}
+
+impl AddressText {
+    /// `ip` in its usual text form (`203.0.113.9`, `2001:db8::1`).
+    pub fn ip(ip: IpAddr) -> AddressText {
+        let mut text = AddressText::empty();
+        text.push_ip(ip);
+        text
+    }
+
+    /// `address` as `203.0.113.9:8080` or `[2001:db8::1]:8080`, like its `Display` for a
+    /// scope-less address.
+    pub fn socket(address: SocketAddr) -> AddressText {
+        let mut text = AddressText::empty();
+        if address.is_ipv6() {
+            text.push_str("[");
+            text.push_ip(address.ip());
+            text.push_str("]");
+        } else {
+            text.push_ip(address.ip());
+        }
+        text.push_str(":");
+        text.push_str(itoa::Buffer::new().format(address.port()));
+        text
+    }
+
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        // Only whole `str`s are ever copied in, so the bytes are always UTF-8.
+        self.bytes
+            .get(..self.len)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .unwrap_or("")
+    }
+
+    fn empty() -> AddressText {
+        AddressText {
+            bytes: [0; CAPACITY],
+            len: 0,
+        }
+    }
+
+    fn push_ip(&mut self, ip: IpAddr) {
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        self.push_str(".");
+                    }
+                    self.push_str(itoa::Buffer::new().format(octet));
                 }
-                out.push_str(itoa::Buffer::new().format(octet));
+            }
+            IpAddr::V6(v6) => {
+                let _ = write!(self, "{v6}");
             }
         }
-        IpAddr::V6(v6) => {
-            let _ = write!(out, "{v6}");
+    }
+
+    /// Appends `text` whole, or nothing when it does not fit (no address text is that long).
+    fn push_str(&mut self, text: &str) {
+        let end = self.len + text.len();
+        if let Some(room) = self.bytes.get_mut(self.len..end) {
+            room.copy_from_slice(text.as_bytes());
+            self.len = end;
         }
     }
 }
 
-/// Appends `address` as `203.0.113.9:8080` or `[2001:db8::1]:8080`.
-pub fn push_socket_addr(out: &mut String, address: SocketAddr) {
-    if address.is_ipv6() {
-        out.push('[');
-        push_ip(out, address.ip());
-        out.push(']');
-    } else {
-        push_ip(out, address.ip());
+impl fmt::Write for AddressText {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let before = self.len;
+        self.push_str(text);
+        if self.len == before && !text.is_empty() {
+            return Err(fmt::Error);
+        }
+        Ok(())
     }
-    out.push(':');
-    out.push_str(itoa::Buffer::new().format(address.port()));
 }
 
-/// `address` as a new string, like `address.to_string()` for a scope-less address.
-pub fn socket_addr_string(address: SocketAddr) -> String {
-    let mut out = String::with_capacity(24);
-    push_socket_addr(&mut out, address);
-    out
+impl fmt::Debug for AddressText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
 }
 
 #[cfg(test)]
@@ -56,12 +114,26 @@ mod tests {
             "[::1]:443",
             "[2001:db8::8a2e:370:7334]:9",
             "[::ffff:192.0.2.1]:10000",
+            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
+            "[::ffff:255.255.255.255]:65535",
         ] {
             let address: SocketAddr = address.parse().unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(socket_addr_string(address), address.to_string());
-            let mut ip = String::new();
-            push_ip(&mut ip, address.ip());
-            assert_eq!(ip, address.ip().to_string());
+            assert_eq!(AddressText::socket(address).as_str(), address.to_string());
+            assert_eq!(
+                AddressText::ip(address.ip()).as_str(),
+                address.ip().to_string()
+            );
         }
+    }
+
+    #[test]
+    fn the_longest_texts_fit() {
+        // Eight full groups: the longest IPv6 text `Display` writes (39 bytes).
+        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let socket = SocketAddr::new(longest, 65535);
+        assert_eq!(AddressText::socket(socket).as_str(), socket.to_string());
+        assert_eq!(AddressText::ip(longest).as_str(), longest.to_string());
     }
 }

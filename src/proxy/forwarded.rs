@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use pingora::Result;
 
-use crate::address_text::push_ip;
+use crate::address_text::AddressText;
 
 use super::header_edits::{HeaderEdits, WireName};
 
@@ -51,17 +51,16 @@ pub fn apply(
         (None, None)
     };
 
-    // The client address, written once and used by both headers.
-    let mut client = String::new();
-    if let Some(ip) = client_ip {
-        push_ip(&mut client, ip);
+    // The client address, written once (on the stack) and used by both headers.
+    let client = client_ip.map(AddressText::ip);
+    if let Some(client) = &client {
         let value = match existing_for {
             Some(mut previous) => {
                 previous.push_str(", ");
-                previous.push_str(&client);
+                previous.push_str(client.as_str());
                 HeaderValue::try_from(previous)
             }
-            None => HeaderValue::from_str(&client),
+            None => HeaderValue::from_str(client.as_str()),
         };
         if let Ok(value) = value {
             request.set_named(&X_FORWARDED_FOR, value)?;
@@ -77,37 +76,65 @@ pub fn apply(
         request.set_named(&X_FORWARDED_HOST, host.clone())?;
     }
 
-    let mut value = existing_forwarded.map_or_else(
-        || String::with_capacity(64),
-        |mut previous| {
-            previous.push_str(", ");
-            previous
-        },
+    let value = forwarded_value(
+        existing_forwarded,
+        client_ip,
+        client.as_ref().map_or("", AddressText::as_str),
+        proto,
+        host.and_then(|h| h.to_str().ok()),
     );
-    match client_ip {
-        Some(IpAddr::V6(_)) => {
-            value.push_str("for=\"[");
-            value.push_str(&client);
-            value.push_str("]\"");
-        }
-        Some(IpAddr::V4(_)) => {
-            value.push_str("for=");
-            value.push_str(&client);
-        }
-        None => value.push_str("for=unknown"),
-    }
-    value.push_str(";proto=");
-    value.push_str(proto);
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        value.push_str(";host=\"");
-        value.push_str(host);
-        value.push('"');
-    }
     // Takes the buffer as it is; the parts were checked to be header-safe.
     if let Ok(value) = HeaderValue::try_from(value) {
         request.set_named(&FORWARDED, value)?;
     }
     Ok(())
+}
+
+/// The `Forwarded` value, `for=…;proto=…;host="…"` after any `previous` one, written into a
+/// buffer of exactly its length: the header value then takes the buffer over without a second
+/// allocation.
+fn forwarded_value(
+    previous: Option<String>,
+    client_ip: Option<IpAddr>,
+    client: &str,
+    proto: &str,
+    host: Option<&str>,
+) -> String {
+    let for_len = match client_ip {
+        Some(IpAddr::V6(_)) => "for=\"[]\"".len() + client.len(),
+        Some(IpAddr::V4(_)) => "for=".len() + client.len(),
+        None => "for=unknown".len(),
+    };
+    let length =
+        for_len + ";proto=".len() + proto.len() + host.map_or(0, |h| ";host=\"\"".len() + h.len());
+    let mut value = match previous {
+        Some(mut previous) => {
+            previous.reserve_exact(", ".len() + length);
+            previous.push_str(", ");
+            previous
+        }
+        None => String::with_capacity(length),
+    };
+    match client_ip {
+        Some(IpAddr::V6(_)) => {
+            value.push_str("for=\"[");
+            value.push_str(client);
+            value.push_str("]\"");
+        }
+        Some(IpAddr::V4(_)) => {
+            value.push_str("for=");
+            value.push_str(client);
+        }
+        None => value.push_str("for=unknown"),
+    }
+    value.push_str(";proto=");
+    value.push_str(proto);
+    if let Some(host) = host {
+        value.push_str(";host=\"");
+        value.push_str(host);
+        value.push('"');
+    }
+    value
 }
 
 /// All values of a header joined with `, `, as a list-valued header reads.
@@ -233,6 +260,31 @@ mod tests {
                 Some("for=unknown;proto=https")
             );
             assert_eq!(header(&r, &X_FORWARDED_HOST), None);
+        }
+    }
+
+    #[test]
+    fn forwarded_value_fills_its_buffer_exactly() {
+        for (ip, client) in [
+            (Some("203.0.113.9"), "203.0.113.9"),
+            (Some("2001:db8::1"), "2001:db8::1"),
+            (None, ""),
+        ] {
+            let ip: Option<IpAddr> = ip.map(|ip| ip.parse().unwrap_or_else(|e| panic!("{e}")));
+            for host in [Some("example.com"), None] {
+                for proto in ["http", "https"] {
+                    let value = forwarded_value(None, ip, client, proto, host);
+                    assert_eq!(value.len(), value.capacity(), "{value}");
+                    let previous = forwarded_value(
+                        Some("for=198.51.100.1".to_owned()),
+                        ip,
+                        client,
+                        proto,
+                        host,
+                    );
+                    assert_eq!(previous, format!("for=198.51.100.1, {value}"));
+                }
+            }
         }
     }
 

@@ -212,9 +212,10 @@ pub fn request_attributes(request: &RequestInfo<'_>, out: &mut impl AttributeSin
         out.static_text(keys::NETWORK_PROTOCOL_VERSION, version);
     }
     if let Some(ip) = request.client_address {
-        let mut text = String::with_capacity(16);
-        crate::address_text::push_ip(&mut text, ip);
-        out.text(keys::CLIENT_ADDRESS, &text);
+        out.text(
+            keys::CLIENT_ADDRESS,
+            crate::address_text::AddressText::ip(ip).as_str(),
+        );
     }
 }
 
@@ -230,7 +231,7 @@ pub fn routing_attributes(
     if let Some(upstream) = upstream {
         out.text(
             keys::UPSTREAM,
-            &crate::address_text::socket_addr_string(upstream),
+            crate::address_text::AddressText::socket(upstream).as_str(),
         );
     }
 }
