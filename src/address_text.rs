@@ -114,8 +114,10 @@ mod tests {
             "[::1]:443",
             "[2001:db8::8a2e:370:7334]:9",
             "[::ffff:192.0.2.1]:10000",
-            "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535",
             "[::ffff:255.255.255.255]:65535",
+            // The longest text form (45 bytes), which `Display` writes as eight full groups
+            // (39 bytes, the longest it writes).
+            "[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535",
         ] {
             let address: SocketAddr = address.parse().unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(AddressText::socket(address).as_str(), address.to_string());
@@ -124,16 +126,5 @@ mod tests {
                 address.ip().to_string()
             );
         }
-    }
-
-    #[test]
-    fn the_longest_texts_fit() {
-        // Eight full groups: the longest IPv6 text `Display` writes (39 bytes).
-        let longest: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let socket = SocketAddr::new(longest, 65535);
-        assert_eq!(AddressText::socket(socket).as_str(), socket.to_string());
-        assert_eq!(AddressText::ip(longest).as_str(), longest.to_string());
     }
 }
