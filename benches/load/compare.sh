@@ -506,10 +506,11 @@ if [ "$PROFILE" = 1 ]; then
     echo
     echo "darklight CPU profile: ${DURATION}s of the request mix per proxy, wrk -t$WRK_THREADS -c$CONNECTIONS, perf cpu-clock on CPU $PROXY_CPUS; CPU us per request, every thread of the proxy"
     echo
-    header="| %-44s"; rule="|----------------------------------------------"
-    for target in $TARGETS; do header="$header | %24s"; rule="$rule|-------------------------:"; done
-    # shellcheck disable=SC2046 # one label per target
-    printf "$header |\n" "where" $(for target in $TARGETS; do label_of "$target" | tr ' ' '_'; done) | tr '_' ' '
+    header=$(printf '| %-44s' where) rule="|----------------------------------------------"
+    for target in $TARGETS; do
+        header="$header$(printf ' | %24s' "$(label_of "$target")")" rule="$rule|-------------------------:"
+    done
+    echo "$header |"
     echo "$rule|"
     for bucket in kernel own pingora tokio headers alloc libc export other total; do
         case $bucket in
