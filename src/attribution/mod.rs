@@ -17,6 +17,10 @@ use http::{HeaderName, HeaderValue};
 
 use crate::classify::{Channel, Classification};
 
+/// The privacy signals' header names, parsed once (a lookup by `&str` parses the name anew).
+const SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
+const DNT: HeaderName = HeaderName::from_static("dnt");
+
 /// Why attribution settings could not be compiled.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -251,15 +255,15 @@ impl Attributor {
             .iter()
             .filter_map(|v| v.to_str().ok());
         let stored = self.read_cookies(cookies, now);
-        let flag = |name: &str| {
+        let flag = |name: &HeaderName| {
             headers
                 .get(name)
                 .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
         };
         let context = CookieContext {
             path,
-            global_privacy_control: flag("sec-gpc"),
-            do_not_track: flag("dnt"),
+            global_privacy_control: flag(&SEC_GPC),
+            do_not_track: flag(&DNT),
             tls,
         };
         self.plan(classification, &stored, &context, now)
