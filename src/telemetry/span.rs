@@ -24,6 +24,9 @@ pub const TRACEPARENT: &str = "traceparent";
 /// The W3C `tracestate` header.
 pub const TRACESTATE: &str = "tracestate";
 
+/// [`TRACEPARENT`] as a parsed name, for the lookup every request makes.
+const TRACEPARENT_HEADER: http::HeaderName = http::HeaderName::from_static(TRACEPARENT);
+
 /// Per-request span settings compiled from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct SpanSettings {
@@ -162,7 +165,10 @@ impl RequestTracer {
 
     /// Notes the arrival time and, when the mode extracts, the client's trace context.
     pub fn begin(&self, headers: &http::HeaderMap) -> RequestSpan {
-        let parent = if self.settings.trace_context.extracts() {
+        // Most requests carry no trace context: one lookup then spares the propagator's work.
+        let parent = if self.settings.trace_context.extracts()
+            && headers.contains_key(&TRACEPARENT_HEADER)
+        {
             let context = self.propagator.extract(&HeaderExtractor(headers));
             let remote = context.span().span_context().clone();
             remote.is_valid().then_some(remote)
