@@ -80,6 +80,14 @@ impl SiteRouter {
 /// lower case, no port, no trailing dot, IPv6 without brackets. Returns `None` for values that
 /// cannot be a host.
 pub fn normalize_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if crate::classify::is_plain_host(raw) {
+        return Some(std::borrow::Cow::Borrowed(raw));
+    }
+    normalize_any_host(raw)
+}
+
+/// [`normalize_host`] for any form of host or authority.
+fn normalize_any_host(raw: &str) -> Option<std::borrow::Cow<'_, str>> {
     let raw = raw.trim();
     let host = if let Some(bracketed) = raw.strip_prefix('[') {
         let end = bracketed.find(']')?;
@@ -174,6 +182,20 @@ mod tests {
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize_host(raw).as_deref(), expected, "{raw}");
+        }
+    }
+
+    proptest::proptest! {
+        /// A host the shortcut takes as it is comes out of the full normalisation unchanged.
+        #[test]
+        fn plain_hosts_are_already_normal(host in "[a-zA-Z0-9.:@\\[\\] _-]{0,24}") {
+            if crate::classify::is_plain_host(&host) {
+                proptest::prop_assert_eq!(
+                    normalize_any_host(&host),
+                    Some(std::borrow::Cow::Borrowed(host.as_str()))
+                );
+            }
+            proptest::prop_assert_eq!(normalize_host(&host), normalize_any_host(&host));
         }
     }
 }

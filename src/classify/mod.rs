@@ -49,6 +49,7 @@ mod user_agent;
 pub use campaign::{Campaign, ClickId, MAX_CAMPAIGN_VALUE_LEN};
 pub use channel::Channel;
 pub use classifier::{Classification, Classifier};
+pub(crate) use facts::is_plain_host;
 pub use facts::{RequestFacts, normalize_host};
 pub use landing::{PathPattern, SiteClassificationConfig, SiteProfile};
 pub use name::{Name, SourceName};
