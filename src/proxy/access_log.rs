@@ -10,7 +10,13 @@ use super::app::{ProxyState, RequestContext};
 use super::plugin::DarklightContext;
 
 /// Emits the access-log event for a finished request.
-pub fn write(session: &Session, error: Option<&Error>, ctx: &RequestContext, state: &ProxyState) {
+pub fn write(
+    session: &Session,
+    module: Option<&DarklightContext>,
+    error: Option<&Error>,
+    ctx: &RequestContext,
+    state: &ProxyState,
+) {
     let request = session.req_header();
     let status = session
         .response_written()
@@ -36,7 +42,6 @@ pub fn write(session: &Session, error: Option<&Error>, ctx: &RequestContext, sta
         .unwrap_or("-");
     let duration_ms = ctx.started().elapsed().as_secs_f64() * 1000.0;
     let error = error.map(|e| e.etype().as_str()).unwrap_or("-");
-    let module = session.downstream_modules_ctx.get::<DarklightContext>();
     let classification = module.and_then(|m| m.classification.as_ref());
     let cookies = module.map_or(0, |m| m.cookies_set);
     let channel = classification.map(|c| c.channel.as_str()).unwrap_or("-");

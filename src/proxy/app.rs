@@ -317,7 +317,7 @@ impl ProxyHttp for DarklightProxy {
                 }
                 if let (Some(tracer), Some(trace)) = (&state.telemetry, trace.as_mut()) {
                     super::spans::on_upstream_request(
-                        tracer, trace, session, ctx, &state, headers,
+                        tracer, trace, session, module, ctx, &state, headers,
                     )?;
                 }
                 Ok(())
@@ -347,14 +347,16 @@ impl ProxyHttp for DarklightProxy {
 
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut Self::CTX) {
         let state = Arc::clone(&ctx.state);
+        // The plugin's context, looked up once for the span, the metrics and the log line.
+        let module = session.downstream_modules_ctx.get::<DarklightContext>();
         if let (Some(tracer), Some(mut trace)) = (&state.telemetry, ctx.trace.take()) {
-            super::spans::finish(tracer, &mut trace, session, error, ctx, &state);
+            super::spans::finish(tracer, &mut trace, session, module, error, ctx, &state);
         }
         if let Some(metrics) = &self.metrics {
-            super::observe::record(metrics, session, error, ctx, &state);
+            super::observe::record(metrics, session, module, error, ctx, &state);
         }
         if state.access_log {
-            super::access_log::write(session, error, ctx, &state);
+            super::access_log::write(session, module, error, ctx, &state);
         }
     }
 }

@@ -13,11 +13,11 @@ use super::plugin::DarklightContext;
 pub fn record(
     metrics: &Metrics,
     session: &Session,
+    module: Option<&DarklightContext>,
     error: Option<&Error>,
     ctx: &RequestContext,
     state: &ProxyState,
 ) {
-    let module = session.downstream_modules_ctx.get::<DarklightContext>();
     let classification = module.and_then(|m| m.classification.as_ref());
     let site = ctx
         .site()

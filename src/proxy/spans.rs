@@ -23,11 +23,13 @@ pub fn begin(tracer: &RequestTracer, session: &Session) -> RequestSpan {
     tracer.begin(&session.req_header().headers)
 }
 
-/// Starts the span (when not yet started) from what the session and context know.
+/// Starts the span (when not yet started) from what the session, the plugin's context
+/// (`module`, looked up once by the caller) and the proxy context know.
 fn ensure_started(
     tracer: &RequestTracer,
     trace: &mut RequestSpan,
     session: &Session,
+    module: Option<&DarklightContext>,
     ctx: &RequestContext,
     state: &ProxyState,
 ) {
@@ -57,7 +59,6 @@ fn ensure_started(
             .and_then(|a| a.as_inet())
             .and_then(|a| client_address(a.ip(), settings.client_address));
         let path = request.uri.path();
-        let module = session.downstream_modules_ctx.get::<DarklightContext>();
         let site = ctx.site();
         SpanStart {
             request: RequestInfo {
@@ -96,11 +97,12 @@ pub fn on_upstream_request(
     tracer: &RequestTracer,
     trace: &mut RequestSpan,
     session: &Session,
+    module: Option<&DarklightContext>,
     ctx: &RequestContext,
     state: &ProxyState,
     upstream_request: &mut dyn HeaderEdits,
 ) -> pingora::Result<()> {
-    ensure_started(tracer, trace, session, ctx, state);
+    ensure_started(tracer, trace, session, module, ctx, state);
     if let Some(headers) = tracer.upstream_headers(trace) {
         upstream_request.remove(&TRACESTATE_NAME.name);
         upstream_request.set_named(&TRACEPARENT_NAME, trace_value(headers.traceparent)?)?;
@@ -120,11 +122,12 @@ pub fn finish(
     tracer: &RequestTracer,
     trace: &mut RequestSpan,
     session: &Session,
+    module: Option<&DarklightContext>,
     error: Option<&Error>,
     ctx: &RequestContext,
     state: &ProxyState,
 ) {
-    ensure_started(tracer, trace, session, ctx, state);
+    ensure_started(tracer, trace, session, module, ctx, state);
     let status = session.response_written().map(|r| r.status.as_u16());
     let end = SpanEnd {
         status,
