@@ -2,6 +2,9 @@
 //! attribution step (`Attributor::read_cookies` + `Attributor::plan`) for realistic requests.
 //!
 //! Keys, classifications and cookie headers are built before timing; only the calls are timed.
+//! Planning at a fixed time measures a new visitor whose cookie values this thread already
+//! built in that second (the memo in `attribution::cookie_memo`); the `_new_second` variant
+//! moves the clock each time, so both cookies are signed anew.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -110,6 +113,19 @@ fn per_request(c: &mut Criterion) {
                 black_box(&stored_new),
                 &context,
                 NOW,
+            )
+        })
+    });
+    // A later second each time: no value of this thread's memo fits, both cookies are signed.
+    let mut second = NOW;
+    group.bench_function("plan_new_visitor_dark_social_new_second", |b| {
+        b.iter(|| {
+            second += 1;
+            attributor.plan(
+                black_box(&whatsapp_in_app),
+                black_box(&stored_new),
+                &context,
+                second,
             )
         })
     });

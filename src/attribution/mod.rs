@@ -6,6 +6,7 @@
 //! request facts; nothing here reads a socket or the environment.
 
 mod config;
+mod cookie_memo;
 mod headers;
 mod touch;
 
@@ -16,6 +17,8 @@ pub use touch::{FIELD_LIMIT, SigningKeys, Touch};
 use http::{HeaderName, HeaderValue};
 
 use crate::classify::{Channel, Classification};
+
+use cookie_memo::{CookieKind, MemoOwner};
 
 /// The privacy signals' header names, parsed once (a lookup by `&str` parses the name anew).
 const SEC_GPC: HeaderName = HeaderName::from_static("sec-gpc");
@@ -86,6 +89,8 @@ struct CookieSettings {
     domain: Option<String>,
     secure: SecureMode,
     keys: SigningKeys,
+    /// Whose values the `Set-Cookie` memo keeps for these settings.
+    memo: MemoOwner,
     exclude: Option<regex::RegexSet>,
     allow_shared_cache: bool,
     honor_dnt: bool,
@@ -118,6 +123,7 @@ impl Attributor {
                     domain: c.domain.clone(),
                     secure: c.secure,
                     keys: SigningKeys::new(current.as_bytes(), &previous),
+                    memo: MemoOwner::new(),
                     exclude: exclusion_set(&c.exclude_paths)?,
                     allow_shared_cache: c.allow_shared_cache,
                     honor_dnt: c.honor_dnt,
@@ -230,12 +236,12 @@ impl Attributor {
         };
         if stored.first.is_none() {
             plan.set_cookies
-                .push(settings.set_cookie(&settings.first_name, &current, secure));
+                .push(settings.set_cookie(CookieKind::FirstTouch, &current, secure));
             plan.first_touch = Some(current.clone());
         }
         if !matches!(classification.channel, Channel::Direct | Channel::Internal) {
             plan.set_cookies
-                .push(settings.set_cookie(&settings.last_name, &current, secure));
+                .push(settings.set_cookie(CookieKind::LastTouch, &current, secure));
         }
         plan
     }
@@ -323,7 +329,19 @@ impl CookieSettings {
         }
     }
 
-    fn set_cookie(&self, name: &str, touch: &Touch, secure: bool) -> HeaderValue {
+    /// The `Set-Cookie` value for `touch`: the same for every visitor with the same touch in
+    /// the same second, so built once per thread and second (see [`cookie_memo`]).
+    fn set_cookie(&self, kind: CookieKind, touch: &Touch, secure: bool) -> HeaderValue {
+        cookie_memo::set_cookie_value(self.memo, kind, secure, touch, || {
+            let name = match kind {
+                CookieKind::FirstTouch => &self.first_name,
+                CookieKind::LastTouch => &self.last_name,
+            };
+            self.build_set_cookie(name, touch, secure)
+        })
+    }
+
+    fn build_set_cookie(&self, name: &str, touch: &Touch, secure: bool) -> HeaderValue {
         let mut text = String::with_capacity(256);
         text.push_str(name);
         text.push('=');

@@ -305,6 +305,27 @@ mod cookies {
         assert_eq!(expired.first, None);
     }
 
+    /// Values are reused within one configuration only: a reload with a new secret signs anew
+    /// in the same second, and every value still verifies under its own key.
+    #[test]
+    fn reused_values_stay_with_their_key() {
+        let whatsapp = classified(Channel::DarkSocial, Some("whatsapp"));
+        let plan = |a: &Attributor| a.plan(&whatsapp, &StoredTouches::default(), &context(), NOW);
+        let old = with_secret();
+        let (first, again) = (cookie_header(&plan(&old)), cookie_header(&plan(&old)));
+        assert_eq!(first, again, "same touch, same second: same value");
+        let reloaded = attributor("cookies: {secret: new-secret-new-secret-new-secret!!}");
+        let after_reload = cookie_header(&plan(&reloaded));
+        assert_ne!(first, after_reload);
+        for (a, header) in [(&old, &first), (&reloaded, &after_reload)] {
+            let stored = a.read_cookies(std::iter::once(header.as_str()), NOW);
+            assert!(stored.first.is_some() && stored.last.is_some(), "{header}");
+            assert!(!stored.rejected);
+        }
+        let next_second = old.plan(&whatsapp, &StoredTouches::default(), &context(), NOW + 1);
+        assert_ne!(first, cookie_header(&next_second));
+    }
+
     #[test]
     fn key_rotation() {
         let old = with_secret();

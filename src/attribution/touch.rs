@@ -28,7 +28,7 @@ const SEPARATOR: char = '\u{1f}';
 const FUTURE_SKEW_SECS: u64 = 300;
 
 /// One attributed visit, as kept in a cookie.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Touch {
     /// The visit's channel.
     pub channel: Channel,
