@@ -6,7 +6,7 @@
 //! tags for a first visit), so each thread keeps the values it built lately and hands out the
 //! same bytes again. An entry is reused only for an equal touch, name, `Secure` flag and owner
 //! (one set of cookie settings: key, lifetime, domain), so a hit returns exactly what building
-//! the value would. A miss, a collision or a new second only means building it again.
+//! the value would. A miss, or a new second, only means building it again.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher as _;
@@ -16,8 +16,12 @@ use http::HeaderValue;
 
 use super::touch::Touch;
 
-/// Entries per thread: a second's distinct touches at a busy site, with room for collisions.
-const SLOTS: usize = 128;
+/// Sets of entries per thread, each holding [`WAYS`] entries: room for a second's distinct
+/// touches at a busy site. A key may sit in any way of its set, so a few keys whose hashes
+/// meet do not evict each other on every request.
+const SETS: usize = 64;
+/// Entries per set.
+const WAYS: usize = 4;
 
 /// Which of the two cookies a value is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -66,12 +70,14 @@ struct Entry {
 }
 
 thread_local! {
-    /// Direct-mapped by the hash of the key; empty until the thread's first cookie.
+    /// [`SETS`] sets of [`WAYS`] entries, the set chosen by the key's hash; empty until the
+    /// thread's first cookie.
     static MEMO: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The `Set-Cookie` value for `touch`, from this thread's memo when `build` already made it
-/// for the same key, else from `build` (then kept).
+/// for the same key, else from `build` (then kept, in place of the entry of the oldest second
+/// in its set when the set is full).
 pub(crate) fn set_cookie_value(
     owner: MemoOwner,
     kind: CookieKind,
@@ -85,40 +91,46 @@ pub(crate) fn set_cookie_value(
         secure,
         touch,
     };
-    let slot = slot_of(&key);
+    let set = set_of(&key);
     MEMO.with(|memo| {
         // Never fails: nothing below calls back into the memo while it is borrowed.
         let Ok(mut memo) = memo.try_borrow_mut() else {
             return build();
         };
         if memo.is_empty() {
-            memo.resize_with(SLOTS, || None);
+            memo.resize_with(SETS * WAYS, || None);
         }
-        let Some(entry) = memo.get_mut(slot) else {
+        let Some(ways) = memo.get_mut(set * WAYS..(set + 1) * WAYS) else {
             return build();
         };
-        if let Some(found) = entry.as_ref().filter(|e| e.key.borrowed() == key) {
+        if let Some(found) = ways.iter().flatten().find(|e| e.key.borrowed() == key) {
             return found.value.clone();
         }
         let value = build();
-        *entry = Some(Entry {
-            key: Key {
-                owner,
-                kind,
-                secure,
-                touch: touch.clone(),
-            },
-            value: value.clone(),
-        });
+        // An empty way first (`None` sorts first), else the oldest second.
+        if let Some(way) = ways
+            .iter_mut()
+            .min_by_key(|way| way.as_ref().map(|e| e.key.touch.timestamp))
+        {
+            *way = Some(Entry {
+                key: Key {
+                    owner,
+                    kind,
+                    secure,
+                    touch: touch.clone(),
+                },
+                value: value.clone(),
+            });
+        }
         value
     })
 }
 
-/// The key's slot: the same for a borrowed and an owned touch.
-fn slot_of(key: &Key<&Touch>) -> usize {
+/// The key's set: the same for a borrowed and an owned touch.
+fn set_of(key: &Key<&Touch>) -> usize {
     let hash = foldhash::fast::FixedState::default().hash_one(key);
-    // The modulo keeps the index in range whatever the hash; SLOTS fits in a u64.
-    (hash % SLOTS as u64) as usize
+    // The modulo keeps the index in range whatever the hash; SETS fits in a u64.
+    (hash % SETS as u64) as usize
 }
 
 #[cfg(test)]
@@ -192,33 +204,103 @@ mod tests {
         }
     }
 
-    /// Another owner, or another second, that lands in the same slot is built, not reused.
-    #[test]
-    fn a_colliding_key_is_not_reused() {
-        let t = touch("whatsapp", 1_800_000_000);
-        let key = Key {
+    /// `n` touches of successive seconds, from `from` on, whose keys (`key` but for the touch)
+    /// share one set; about one second in [`SETS`] lands in a given set.
+    fn same_set(key: Key<&Touch>, from: u64, n: usize) -> Vec<Touch> {
+        let set = set_of(&key);
+        (from..from + (100 * SETS * n) as u64)
+            .map(|s| touch("whatsapp", s))
+            .filter(|touch| set_of(&Key { touch, ..key }) == set)
+            .take(n)
+            .collect()
+    }
+
+    fn key(t: &Touch) -> Key<&Touch> {
+        Key {
             owner: MemoOwner::new(),
             kind: CookieKind::FirstTouch,
             secure: false,
-            touch: &t,
-        };
-        let slot = slot_of(&key);
-        // About one candidate in SLOTS lands in the slot.
-        let other_owner = std::iter::repeat_with(MemoOwner::new)
-            .take(100 * SLOTS)
-            .find(|&owner| slot_of(&Key { owner, ..key }) == slot)
-            .unwrap();
-        let other_second = (1..100 * SLOTS as u64)
-            .map(|s| touch("whatsapp", 1_800_000_000 + s))
-            .find(|touch| slot_of(&Key { touch, ..key }) == slot)
-            .unwrap();
-        for (owner, touch) in [(other_owner, &t), (key.owner, &other_second)] {
-            let builds = Cell::new(0);
-            let first = set_cookie_value(key.owner, key.kind, false, &t, counting(&builds));
-            let other = set_cookie_value(owner, key.kind, false, touch, counting(&builds));
-            assert_eq!(builds.get(), 2);
-            assert_ne!(first, other);
+            touch: t,
         }
+    }
+
+    fn value_of(key: Key<&Touch>, builds: &Cell<u32>) -> HeaderValue {
+        set_cookie_value(key.owner, key.kind, key.secure, key.touch, counting(builds))
+    }
+
+    /// Another owner, or another second, that lands in the same set is built, not reused.
+    #[test]
+    fn a_key_sharing_the_set_is_not_reused() {
+        let t = touch("whatsapp", 1_800_000_000);
+        let key = key(&t);
+        let set = set_of(&key);
+        let other_owner = std::iter::repeat_with(MemoOwner::new)
+            .take(100 * SETS)
+            .find(|&owner| set_of(&Key { owner, ..key }) == set)
+            .unwrap();
+        let other_second = same_set(key, 1_800_000_001, 1).pop().unwrap();
+        let builds = Cell::new(0);
+        let first = value_of(key, &builds);
+        for other in [
+            Key {
+                owner: other_owner,
+                ..key
+            },
+            Key {
+                touch: &other_second,
+                ..key
+            },
+        ] {
+            let before = builds.get();
+            let value = value_of(other, &builds);
+            assert_eq!(builds.get(), before + 1);
+            assert_ne!(value, first);
+        }
+    }
+
+    /// Keys whose hashes meet are all kept, up to the ways of a set: they do not evict each
+    /// other on every request.
+    #[test]
+    fn keys_sharing_a_set_are_all_kept() {
+        let t = touch("whatsapp", 1_800_000_000);
+        let owner_key = key(&t);
+        let touches = same_set(owner_key, 1_800_000_000, WAYS);
+        let builds = Cell::new(0);
+        let keys: Vec<_> = touches
+            .iter()
+            .map(|touch| Key { touch, ..owner_key })
+            .collect();
+        let first: Vec<_> = keys.iter().map(|&k| value_of(k, &builds)).collect();
+        let again: Vec<_> = keys.iter().map(|&k| value_of(k, &builds)).collect();
+        assert_eq!(builds.get(), WAYS as u32);
+        assert_eq!(first, again);
+    }
+
+    /// A full set makes room by dropping the entry of the oldest second.
+    #[test]
+    fn a_full_set_drops_its_oldest_second() {
+        let t = touch("whatsapp", 1_800_000_000);
+        let owner_key = key(&t);
+        let touches = same_set(owner_key, 1_800_000_000, WAYS + 1);
+        let keys: Vec<_> = touches
+            .iter()
+            .map(|touch| Key { touch, ..owner_key })
+            .collect();
+        let builds = Cell::new(0);
+        for &k in &keys {
+            value_of(k, &builds);
+        }
+        assert_eq!(builds.get(), WAYS as u32 + 1);
+        for &k in &keys[1..] {
+            value_of(k, &builds);
+        }
+        assert_eq!(builds.get(), WAYS as u32 + 1, "the newest seconds are kept");
+        value_of(keys[0], &builds);
+        assert_eq!(
+            builds.get(),
+            WAYS as u32 + 2,
+            "the oldest second was dropped"
+        );
     }
 
     #[test]
@@ -229,7 +311,7 @@ mod tests {
     }
 
     proptest! {
-        /// Whatever the sequence (a small alphabet, so keys repeat and slots collide), the memo
+        /// Whatever the sequence (a small alphabet, so keys repeat and share sets), the memo
         /// answers what building the value answers.
         #[test]
         fn memo_agrees_with_building(
