@@ -4,7 +4,9 @@
 //! Keys, classifications and cookie headers are built before timing; only the calls are timed.
 //! Planning at a fixed time measures a new visitor whose cookie values this thread already
 //! built in that second (the memo in `attribution::cookie_memo`); the `_new_second` variant
-//! moves the clock each time, so both cookies are signed anew.
+//! moves the clock each time, so both cookies are signed anew. Reading a returning visitor's
+//! cookies measures values this thread already verified (the same memo); `cookie/decode_valid`
+//! measures the check itself, which a value pays the first time a thread sees it.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

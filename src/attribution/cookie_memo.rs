@@ -1,4 +1,5 @@
-//! `Set-Cookie` values already built in the current second, kept per thread.
+//! Cookie work already done lately, kept per thread: the `Set-Cookie` values built in the
+//! current second, and the cookie values already verified.
 //!
 //! A cookie holds a touch (channel, source, medium, campaign) and the second it happened, not
 //! who the visitor is: within one second every new visitor from the same source gets the very
@@ -7,6 +8,11 @@
 //! same bytes again. An entry is reused only for an equal touch, name, `Secure` flag and owner
 //! (one set of cookie settings: key, lifetime, domain), so a hit returns exactly what building
 //! the value would. A miss, or a new second, only means building it again.
+//!
+//! A returning visitor sends the same cookie value with every request of a visit (the page and
+//! each of its assets), and checking its tag is an HMAC-SHA256 again. A value that verified is
+//! kept with its touch, so the same bytes under the same owner and name are not checked twice;
+//! its age is still checked on every request, and a value that failed is never kept.
 
 use std::cell::RefCell;
 use std::hash::BuildHasher as _;
@@ -16,9 +22,9 @@ use http::HeaderValue;
 
 use super::touch::Touch;
 
-/// Sets of entries per thread, each holding [`WAYS`] entries: room for a second's distinct
-/// touches at a busy site. A key may sit in any way of its set, so a few keys whose hashes
-/// meet do not evict each other on every request.
+/// Sets of entries per thread and memo, each holding [`WAYS`] entries: room for a second's
+/// distinct touches at a busy site. A key may sit in any way of its set, so a few keys whose
+/// hashes meet do not evict each other on every request.
 const SETS: usize = 64;
 /// Entries per set.
 const WAYS: usize = 4;
@@ -41,6 +47,38 @@ impl MemoOwner {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         MemoOwner(NEXT.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// [`SETS`] sets of [`WAYS`] entries, the set chosen by the key's hash; empty until first used.
+struct Sets<E>(Vec<Option<E>>);
+
+impl<E> Sets<E> {
+    const fn new() -> Sets<E> {
+        Sets(Vec::new())
+    }
+
+    /// The ways of set `set` (below [`SETS`]).
+    fn ways(&mut self, set: usize) -> Option<&mut [Option<E>]> {
+        if self.0.is_empty() {
+            self.0.resize_with(SETS * WAYS, || None);
+        }
+        self.0.get_mut(set * WAYS..(set + 1) * WAYS)
+    }
+}
+
+/// Puts `entry` in an empty way of `ways`, else in place of the entry of least `age`.
+fn keep<E>(ways: &mut [Option<E>], entry: E, age: impl Fn(&E) -> u64) {
+    // `None` sorts first.
+    if let Some(way) = ways.iter_mut().min_by_key(|way| way.as_ref().map(&age)) {
+        *way = Some(entry);
+    }
+}
+
+/// The set of anything hashable: the same for a borrowed and an owned form of a key.
+fn set_of(key: &impl std::hash::Hash) -> usize {
+    let hash = foldhash::fast::FixedState::default().hash_one(key);
+    // The modulo keeps the index in range whatever the hash; SETS fits in a u64.
+    (hash % SETS as u64) as usize
 }
 
 /// What a value is built from; `T` is the touch, owned in an entry, borrowed in a lookup.
@@ -69,10 +107,29 @@ struct Entry {
     value: HeaderValue,
 }
 
+/// A cookie value that verified, with its owner, its cookie and what it holds.
+struct Verified {
+    owner: MemoOwner,
+    kind: CookieKind,
+    value: Box<str>,
+    touch: Touch,
+    /// When it was kept, in this thread's count of values kept: the first kept goes first.
+    kept: u64,
+}
+
+/// The verified values of one thread.
+struct VerifiedValues {
+    sets: Sets<Verified>,
+    kept: u64,
+}
+
 thread_local! {
-    /// [`SETS`] sets of [`WAYS`] entries, the set chosen by the key's hash; empty until the
-    /// thread's first cookie.
-    static MEMO: RefCell<Vec<Option<Entry>>> = const { RefCell::new(Vec::new()) };
+    /// The `Set-Cookie` values this thread built lately.
+    static BUILT: RefCell<Sets<Entry>> = const { RefCell::new(Sets::new()) };
+    /// The cookie values this thread verified lately.
+    static VERIFIED: RefCell<VerifiedValues> = const {
+        RefCell::new(VerifiedValues { sets: Sets::new(), kept: 0 })
+    };
 }
 
 /// The `Set-Cookie` value for `touch`, from this thread's memo when `build` already made it
@@ -92,45 +149,71 @@ pub(crate) fn set_cookie_value(
         touch,
     };
     let set = set_of(&key);
-    MEMO.with(|memo| {
+    BUILT.with(|built| {
         // Never fails: nothing below calls back into the memo while it is borrowed.
-        let Ok(mut memo) = memo.try_borrow_mut() else {
+        let Ok(mut built) = built.try_borrow_mut() else {
             return build();
         };
-        if memo.is_empty() {
-            memo.resize_with(SETS * WAYS, || None);
-        }
-        let Some(ways) = memo.get_mut(set * WAYS..(set + 1) * WAYS) else {
+        let Some(ways) = built.ways(set) else {
             return build();
         };
         if let Some(found) = ways.iter().flatten().find(|e| e.key.borrowed() == key) {
             return found.value.clone();
         }
         let value = build();
-        // An empty way first (`None` sorts first), else the oldest second.
-        if let Some(way) = ways
-            .iter_mut()
-            .min_by_key(|way| way.as_ref().map(|e| e.key.touch.timestamp))
-        {
-            *way = Some(Entry {
-                key: Key {
-                    owner,
-                    kind,
-                    secure,
-                    touch: touch.clone(),
-                },
-                value: value.clone(),
-            });
-        }
+        let entry = Entry {
+            key: Key {
+                owner,
+                kind,
+                secure,
+                touch: touch.clone(),
+            },
+            value: value.clone(),
+        };
+        keep(ways, entry, |e| e.key.touch.timestamp);
         value
     })
 }
 
-/// The key's set: the same for a borrowed and an owned touch.
-fn set_of(key: &Key<&Touch>) -> usize {
-    let hash = foldhash::fast::FixedState::default().hash_one(key);
-    // The modulo keeps the index in range whatever the hash; SETS fits in a u64.
-    (hash % SETS as u64) as usize
+/// The touch in cookie value `value` of kind `kind` under `owner`'s settings, from this
+/// thread's memo when that very value verified before, else from `verify` (then kept when it
+/// verified, in place of the entry kept first in its set when the set is full). The touch's
+/// age is the caller's to check.
+pub(crate) fn verified_touch(
+    owner: MemoOwner,
+    kind: CookieKind,
+    value: &str,
+    verify: impl FnOnce() -> Option<Touch>,
+) -> Option<Touch> {
+    let set = set_of(&(owner, kind, value));
+    VERIFIED.with(|verified| {
+        // Never fails: nothing below calls back into the memo while it is borrowed.
+        let Ok(mut verified) = verified.try_borrow_mut() else {
+            return verify();
+        };
+        let VerifiedValues { sets, kept } = &mut *verified;
+        let Some(ways) = sets.ways(set) else {
+            return verify();
+        };
+        if let Some(found) = ways
+            .iter()
+            .flatten()
+            .find(|e| e.owner == owner && e.kind == kind && *e.value == *value)
+        {
+            return Some(found.touch.clone());
+        }
+        let touch = verify()?;
+        *kept += 1;
+        let entry = Verified {
+            owner,
+            kind,
+            value: value.into(),
+            touch: touch.clone(),
+            kept: *kept,
+        };
+        keep(ways, entry, |e| e.kept);
+        Some(touch)
+    })
 }
 
 #[cfg(test)]
@@ -310,6 +393,133 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// Verifies as `verify` would, counting the calls: `value` holds a touch when it starts
+    /// with `ok`.
+    fn check<'a>(checks: &'a Cell<u32>, value: &'a str) -> impl FnOnce() -> Option<Touch> + 'a {
+        move || {
+            checks.set(checks.get() + 1);
+            value.starts_with("ok").then(|| touch(value, 1_800_000_000))
+        }
+    }
+
+    fn verified(
+        owner: MemoOwner,
+        kind: CookieKind,
+        value: &str,
+        checks: &Cell<u32>,
+    ) -> Option<Touch> {
+        verified_touch(owner, kind, value, check(checks, value))
+    }
+
+    #[test]
+    fn a_verified_value_is_checked_once() {
+        let owner = MemoOwner::new();
+        let checks = Cell::new(0);
+        let first = verified(owner, CookieKind::FirstTouch, "ok-1", &checks);
+        let again = verified(owner, CookieKind::FirstTouch, "ok-1", &checks);
+        assert_eq!(checks.get(), 1);
+        assert_eq!(first, again);
+        assert_eq!(first, Some(touch("ok-1", 1_800_000_000)));
+    }
+
+    #[test]
+    fn a_value_that_failed_is_checked_every_time() {
+        let owner = MemoOwner::new();
+        let checks = Cell::new(0);
+        for _ in 0..3 {
+            assert_eq!(
+                verified(owner, CookieKind::FirstTouch, "forged", &checks),
+                None
+            );
+        }
+        assert_eq!(checks.get(), 3);
+    }
+
+    /// Another owner, the other cookie, or other bytes (a longer value, a changed one) are
+    /// checked anew.
+    #[test]
+    fn any_difference_in_the_value_or_its_cookie_checks_anew() {
+        let owner = MemoOwner::new();
+        let checks = Cell::new(0);
+        verified(owner, CookieKind::FirstTouch, "ok-1", &checks);
+        for (n, (owner, kind, value)) in [
+            (MemoOwner::new(), CookieKind::FirstTouch, "ok-1"),
+            (owner, CookieKind::LastTouch, "ok-1"),
+            (owner, CookieKind::FirstTouch, "ok-1x"),
+            (owner, CookieKind::FirstTouch, "ok-2"),
+            (owner, CookieKind::FirstTouch, "ok-"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let before = checks.get();
+            verified(owner, kind, value, &checks);
+            assert_eq!(checks.get(), before + 1, "variant {n} was not checked");
+        }
+    }
+
+    /// The same bytes for another owner, or for the other cookie, are checked anew even when
+    /// they land in the set of the value already kept.
+    #[test]
+    fn the_same_bytes_in_the_same_set_under_another_key_check_anew() {
+        let owner = MemoOwner::new();
+        let set = set_of(&(owner, CookieKind::FirstTouch, "ok-1"));
+        let other_owner = std::iter::repeat_with(MemoOwner::new)
+            .take(100 * SETS)
+            .find(|&other| set_of(&(other, CookieKind::FirstTouch, "ok-1")) == set)
+            .unwrap();
+        let both_kinds = (0..100 * SETS)
+            .map(|i| format!("ok-{i}"))
+            .find(|value| {
+                set_of(&(owner, CookieKind::FirstTouch, value.as_str()))
+                    == set_of(&(owner, CookieKind::LastTouch, value.as_str()))
+            })
+            .unwrap();
+        let checks = Cell::new(0);
+        verified(owner, CookieKind::FirstTouch, "ok-1", &checks);
+        verified(other_owner, CookieKind::FirstTouch, "ok-1", &checks);
+        assert_eq!(checks.get(), 2, "another owner's value");
+        verified(owner, CookieKind::FirstTouch, &both_kinds, &checks);
+        verified(owner, CookieKind::LastTouch, &both_kinds, &checks);
+        assert_eq!(checks.get(), 4, "the other cookie's value");
+    }
+
+    /// `n` values whose keys share one set.
+    fn values_in_one_set(owner: MemoOwner, n: usize) -> Vec<String> {
+        let set = set_of(&(owner, CookieKind::FirstTouch, "ok-0"));
+        (0..100 * SETS * n)
+            .map(|i| format!("ok-{i}"))
+            .filter(|value| set_of(&(owner, CookieKind::FirstTouch, value.as_str())) == set)
+            .take(n)
+            .collect()
+    }
+
+    /// A full set keeps its ways' values and makes room by dropping the value kept first.
+    #[test]
+    fn a_full_set_of_values_drops_the_one_kept_first() {
+        let owner = MemoOwner::new();
+        let values = values_in_one_set(owner, WAYS + 1);
+        let checks = Cell::new(0);
+        for value in &values[..WAYS] {
+            verified(owner, CookieKind::FirstTouch, value, &checks);
+        }
+        for value in &values[..WAYS] {
+            verified(owner, CookieKind::FirstTouch, value, &checks);
+        }
+        assert_eq!(checks.get(), WAYS as u32, "a full set keeps all its values");
+        verified(owner, CookieKind::FirstTouch, &values[WAYS], &checks);
+        for value in &values[1..] {
+            verified(owner, CookieKind::FirstTouch, value, &checks);
+        }
+        assert_eq!(checks.get(), WAYS as u32 + 1, "the later values are kept");
+        verified(owner, CookieKind::FirstTouch, &values[0], &checks);
+        assert_eq!(
+            checks.get(),
+            WAYS as u32 + 2,
+            "the value kept first was dropped"
+        );
+    }
+
     proptest! {
         /// Whatever the sequence (a small alphabet, so keys repeat and share sets), the memo
         /// answers what building the value answers.
@@ -326,6 +536,27 @@ mod tests {
                 let built = HeaderValue::try_from(expected.clone()).unwrap();
                 let value = set_cookie_value(owner, kind, secure, &t, || built);
                 prop_assert_eq!(value.to_str().unwrap(), expected);
+            }
+        }
+
+        /// Whatever the sequence of values, owners and cookies, the memo answers what checking
+        /// each value answers, even for a value good under one owner and forged under another.
+        #[test]
+        fn verified_memo_agrees_with_checking(
+            values in prop::collection::vec((any::<bool>(), 0u8..6, any::<bool>()), 1..200)
+        ) {
+            let owners = [MemoOwner::new(), MemoOwner::new()];
+            for (second_owner, value, last) in values {
+                let kind = if last { CookieKind::LastTouch } else { CookieKind::FirstTouch };
+                // The first owner's key signed values 0 to 3, the second's 2 to 5; odd values
+                // only as first-touch cookies.
+                let signed = if second_owner { value >= 2 } else { value < 4 };
+                let good = signed && (!last || value % 2 == 0);
+                let text = format!("v-{value}");
+                let expected = good.then(|| touch(&text, 1_800_000_000));
+                let owner = owners[usize::from(second_owner)];
+                let answer = verified_touch(owner, kind, &text, || expected.clone());
+                prop_assert_eq!(answer, expected);
             }
         }
     }

@@ -89,7 +89,7 @@ struct CookieSettings {
     domain: Option<String>,
     secure: SecureMode,
     keys: SigningKeys,
-    /// Whose values the `Set-Cookie` memo keeps for these settings.
+    /// Whose entries the cookie memos keep for these settings (values built and verified).
     memo: MemoOwner,
     exclude: Option<regex::RegexSet>,
     allow_shared_cache: bool,
@@ -183,20 +183,25 @@ impl Attributor {
                 continue;
             };
             let value = value.trim().trim_matches('"');
-            let (slot, cookie_name) = if name == settings.first_name {
-                (&mut stored.first, &settings.first_name)
+            let (slot, cookie_name, kind) = if name == settings.first_name {
+                (
+                    &mut stored.first,
+                    &settings.first_name,
+                    CookieKind::FirstTouch,
+                )
             } else if name == settings.last_name {
-                (&mut stored.last, &settings.last_name)
+                (&mut stored.last, &settings.last_name, CookieKind::LastTouch)
             } else {
                 continue;
             };
             if slot.is_some() {
                 continue;
             }
-            match settings
-                .keys
-                .decode(cookie_name, value, now, settings.max_age_secs)
-            {
+            // A visitor sends the same value with every request: verified once per thread.
+            let touch = cookie_memo::verified_touch(settings.memo, kind, value, || {
+                settings.keys.verify(cookie_name, value)
+            });
+            match touch.filter(|touch| touch.is_current(now, settings.max_age_secs)) {
                 Some(touch) => *slot = Some(touch),
                 None => stored.rejected = true,
             }

@@ -305,6 +305,38 @@ mod cookies {
         assert_eq!(expired.first, None);
     }
 
+    /// A value verified once is still checked for its age on every request, and is still
+    /// bound to its cookie's name.
+    #[test]
+    fn verified_values_are_still_checked_for_age_and_name() {
+        let a = with_secret();
+        let visit = a.plan(
+            &classified(Channel::Email, Some("gmail")),
+            &StoredTouches::default(),
+            &context(),
+            NOW,
+        );
+        let good = cookie_header(&visit);
+        for _ in 0..2 {
+            let stored = a.read_cookies(std::iter::once(good.as_str()), NOW);
+            assert!(stored.first.is_some() && !stored.rejected, "{good}");
+        }
+        let expired = a.read_cookies(std::iter::once(good.as_str()), NOW + 91 * 86_400);
+        assert!(expired.rejected);
+        assert_eq!(expired.first, None);
+        let from_the_future = a.read_cookies(std::iter::once(good.as_str()), NOW - 3_600);
+        assert!(from_the_future.rejected);
+        // The first-touch value, already verified, offered as the last-touch cookie.
+        let first_value = good
+            .split("; ")
+            .find_map(|pair| pair.strip_prefix("dl_first="))
+            .unwrap();
+        let swapped = format!("dl_last={first_value}");
+        let stored = a.read_cookies(std::iter::once(swapped.as_str()), NOW);
+        assert!(stored.rejected, "{swapped}");
+        assert_eq!(stored.last, None);
+    }
+
     /// Values are reused within one configuration only: a reload with a new secret signs anew
     /// in the same second, and every value still verifies under its own key.
     #[test]

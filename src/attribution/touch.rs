@@ -53,6 +53,13 @@ impl Touch {
             timestamp: now,
         }
     }
+
+    /// True when a cookie holding this touch is still honoured at `now`: not from the future
+    /// (beyond a little clock skew) and not older than `max_age_secs`.
+    pub fn is_current(&self, now: u64, max_age_secs: u64) -> bool {
+        self.timestamp <= now.saturating_add(FUTURE_SKEW_SECS)
+            && now.saturating_sub(self.timestamp) <= max_age_secs
+    }
 }
 
 /// HMAC keys: the first signs, all verify (key rotation).
@@ -113,6 +120,14 @@ impl SigningKeys {
     /// Verifies and decodes cookie `name`'s `value`. `None` when it is malformed, forged,
     /// signed by an unknown key, from the future, or older than `max_age_secs`.
     pub fn decode(&self, name: &str, value: &str, now: u64, max_age_secs: u64) -> Option<Touch> {
+        self.verify(name, value)
+            .filter(|touch| touch.is_current(now, max_age_secs))
+    }
+
+    /// Verifies and decodes cookie `name`'s `value` whatever its age: `None` when it is
+    /// malformed, forged or signed by an unknown key. The answer for a value never changes
+    /// while the keys stay the same.
+    pub fn verify(&self, name: &str, value: &str) -> Option<Touch> {
         if value.len() > VALUE_LIMIT {
             return None;
         }
@@ -143,10 +158,7 @@ impl SigningKeys {
         let medium = non_empty(fields.next()?).map(Name::from);
         let campaign = non_empty(fields.next()?).map(str::to_string);
         let timestamp: u64 = fields.next()?.parse().ok()?;
-        if fields.next().is_some()
-            || timestamp > now.saturating_add(FUTURE_SKEW_SECS)
-            || now.saturating_sub(timestamp) > max_age_secs
-        {
+        if fields.next().is_some() {
             return None;
         }
         Some(Touch {
