@@ -279,16 +279,21 @@ mod cookies {
         );
     }
 
-    #[test]
-    fn tampered_or_expired_cookies_are_ignored_and_replaced() {
-        let a = with_secret();
-        let visit1 = a.plan(
+    /// The `Cookie` header a first visit from Gmail leaves under `a`'s settings.
+    fn gmail_visit_cookies(a: &Attributor) -> String {
+        let visit = a.plan(
             &classified(Channel::Email, Some("gmail")),
             &StoredTouches::default(),
             &context(),
             NOW,
         );
-        let good = cookie_header(&visit1);
+        cookie_header(&visit)
+    }
+
+    #[test]
+    fn tampered_or_expired_cookies_are_ignored_and_replaced() {
+        let a = with_secret();
+        let good = gmail_visit_cookies(&a);
         let tampered = good.replacen("dl_first=1.", "dl_first=1.A", 1);
         let stored = a.read_cookies(std::iter::once(tampered.as_str()), NOW);
         assert!(stored.rejected);
@@ -310,13 +315,7 @@ mod cookies {
     #[test]
     fn verified_values_are_still_checked_for_age_and_name() {
         let a = with_secret();
-        let visit = a.plan(
-            &classified(Channel::Email, Some("gmail")),
-            &StoredTouches::default(),
-            &context(),
-            NOW,
-        );
-        let good = cookie_header(&visit);
+        let good = gmail_visit_cookies(&a);
         for _ in 0..2 {
             let stored = a.read_cookies(std::iter::once(good.as_str()), NOW);
             assert!(stored.first.is_some() && !stored.rejected, "{good}");
