@@ -183,14 +183,10 @@ impl Attributor {
                 continue;
             };
             let value = value.trim().trim_matches('"');
-            let (slot, cookie_name, kind) = if name == settings.first_name {
-                (
-                    &mut stored.first,
-                    &settings.first_name,
-                    CookieKind::FirstTouch,
-                )
+            let (slot, kind) = if name == settings.first_name {
+                (&mut stored.first, CookieKind::FirstTouch)
             } else if name == settings.last_name {
-                (&mut stored.last, &settings.last_name, CookieKind::LastTouch)
+                (&mut stored.last, CookieKind::LastTouch)
             } else {
                 continue;
             };
@@ -199,7 +195,7 @@ impl Attributor {
             }
             // A visitor sends the same value with every request: verified once per thread.
             let touch = cookie_memo::verified_touch(settings.memo, kind, value, || {
-                settings.keys.verify(cookie_name, value)
+                settings.keys.verify(settings.name(kind), value)
             });
             match touch.filter(|touch| touch.is_current(now, settings.max_age_secs)) {
                 Some(touch) => *slot = Some(touch),
@@ -338,12 +334,16 @@ impl CookieSettings {
     /// the same second, so built once per thread and second (see [`cookie_memo`]).
     fn set_cookie(&self, kind: CookieKind, touch: &Touch, secure: bool) -> HeaderValue {
         cookie_memo::set_cookie_value(self.memo, kind, secure, touch, || {
-            let name = match kind {
-                CookieKind::FirstTouch => &self.first_name,
-                CookieKind::LastTouch => &self.last_name,
-            };
-            self.build_set_cookie(name, touch, secure)
+            self.build_set_cookie(self.name(kind), touch, secure)
         })
+    }
+
+    /// The configured name of the cookie `kind`.
+    fn name(&self, kind: CookieKind) -> &str {
+        match kind {
+            CookieKind::FirstTouch => &self.first_name,
+            CookieKind::LastTouch => &self.last_name,
+        }
     }
 
     fn build_set_cookie(&self, name: &str, touch: &Touch, secure: bool) -> HeaderValue {
