@@ -36,6 +36,10 @@
 #                     SHA-256 takes its portable path, so the cookie signatures count more than
 #                     they cost on CPUs with SHA extensions.
 #   CALLGRIND_DIR []  with INSTRUCTIONS=1: keep the callgrind profiles there, for callgrind_annotate
+#   CACHE_SIM [0]     with INSTRUCTIONS=1: also simulate the caches (32 KiB L1 for code and data,
+#                     a 1 MiB last level standing for one core's L2) and count their misses per
+#                     request: the memory traffic the instruction count leaves out, as exactly
+#                     (the simulation is slower, so fewer requests complete)
 #   PROFILE [0]       1: instead of timed rounds, sample each proxy's CPU with perf (cpu-clock on
 #                     PROXY_CPUS) over DURATION seconds of the mix, and print where its CPU time
 #                     goes per request: kernel, the proxy's own code, Pingora, tokio, header maps,
@@ -64,6 +68,7 @@ SOAK=${SOAK:-0}
 BASE_PORT=${BASE_PORT:-18080}
 TARGETS=${TARGETS:-darklight plain nginx}
 INSTRUCTIONS=${INSTRUCTIONS:-0}
+CACHE_SIM=${CACHE_SIM:-0}
 PROFILE=${PROFILE:-0}
 RATE=${RATE:-0}
 # wrk paces each connection by a whole number of milliseconds between requests (mix.lua).
@@ -165,6 +170,7 @@ if [ "$INSTRUCTIONS" = 1 ]; then
             || die "valgrind is needed for INSTRUCTIONS=1: $(tail -1 "$RUN/apt.log")"
     fi
     WRAP=(valgrind --tool=callgrind "--callgrind-out-file=$RUN/callgrind.%p")
+    [ "$CACHE_SIM" != 1 ] || WRAP+=(--cache-sim=yes --I1=32768,8,64 --D1=32768,8,64 --LL=1048576,16,64)
 fi
 
 # --- build ----------------------------------------------------------------------------------------
@@ -434,8 +440,13 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     echo
     echo "darklight instruction count: ${DURATION}s of the request mix per proxy under callgrind, wrk -t$WRK_THREADS -c$CONNECTIONS; every thread of the proxy counted"
     echo
-    printf '| %-24s | %9s | %20s |\n' proxy requests "instructions/request"
-    echo "|--------------------------|----------:|---------------------:|"
+    if [ "$CACHE_SIM" = 1 ]; then
+        printf '| %-24s | %9s | %20s | %16s | %16s |\n' proxy requests "instructions/request" "L1 misses/req" "LL misses/req"
+        echo "|--------------------------|----------:|---------------------:|-----------------:|-----------------:|"
+    else
+        printf '| %-24s | %9s | %20s |\n' proxy requests "instructions/request"
+        echo "|--------------------------|----------:|---------------------:|"
+    fi
     for target in $TARGETS; do
         pid=$(pid_of "$target")
         callgrind_control -z "$pid" >/dev/null 2>&1 || die "callgrind_control could not reach $target"
@@ -446,14 +457,29 @@ if [ "$INSTRUCTIONS" = 1 ]; then
         [ "$1" -gt 0 ] || die "no request completed through $target"
         dump=$(ls -t "$RUN/callgrind.$pid".* | head -1)
         total=$(awk '/^summary:/ {print $2}' "$dump")
-        echo "$target $1 $((total / $1)) $dump" >>"$RESULTS"
         [ -z "${CALLGRIND_DIR:-}" ] || { mkdir -p "$CALLGRIND_DIR" && cp "$dump" "$CALLGRIND_DIR/callgrind.$target"; }
-        printf '| %-24s | %9d | %20d |\n' "$(label_of "$target")" "$1" "$((total / $1))"
+        if [ "$CACHE_SIM" = 1 ]; then
+            # Misses of code and data reads and data writes, summed per level (events named
+            # I1mr D1mr D1mw and ILmr DLmr DLmw in the profile's header).
+            misses=$(awk -v n="$1" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+                /^summary:/ { for (i = 2; i <= NF; i++) { if (name[i] ~ /^[ID]1m/) l1 += $i; if (name[i] ~ /^[ID]Lm/) ll += $i }
+                              printf "%.1f %.1f", l1 / n, ll / n }' "$dump")
+            set -- "$1" $misses
+            echo "$target $1 $((total / $1)) $dump $2 $3" >>"$RESULTS"
+            printf '| %-24s | %9d | %20d | %16s | %16s |\n' "$(label_of "$target")" "$1" "$((total / $1))" "$2" "$3"
+        else
+            echo "$target $1 $((total / $1)) $dump" >>"$RESULTS"
+            printf '| %-24s | %9d | %20d |\n' "$(label_of "$target")" "$1" "$((total / $1))"
+        fi
     done
     echo
     per_request() { awk -v t="$1" '$1 == t {print $3}' "$RESULTS"; }
     if [ -n "$(per_request darklight)" ] && [ -n "$(per_request plain)" ]; then
         echo "darklight / plain Pingora: instructions per request $(awk -v a="$(per_request darklight)" -v b="$(per_request plain)" 'BEGIN { printf "%.3f", a / b }')"
+        if [ "$CACHE_SIM" = 1 ]; then
+            misses_of() { awk -v t="$1" -v c="$2" '$1 == t {print $c}' "$RESULTS"; }
+            echo "darklight / plain Pingora: L1 misses per request $(awk -v a="$(misses_of darklight 5)" -v b="$(misses_of plain 5)" 'BEGIN { printf "%.3f", a / b }'), LL misses per request $(awk -v a="$(misses_of darklight 6)" -v b="$(misses_of plain 6)" 'BEGIN { printf "%.3f", a / b }')"
+        fi
         echo
     fi
     case " $TARGETS " in *" darklight "*)
