@@ -578,11 +578,23 @@ if [ "$SOAK" -gt 0 ]; then
     done
     wait "$SOAK_WRK" || true
     echo "  wrk: $(awk '/^RESULT/ {printf "%d requests, %.0f req/s, %d errors", $2, $3, $6}' "$RUN/soak.wrk")"
-    # Flat: from the first minute on (warm-up, pools and the preview table filling), the mean RSS
-    # of the last third of the samples is at most 2 % or 1 MiB (whichever is larger) above the
-    # mean of the first third. Means, not single samples: mimalloc hands freed pages back, so
-    # one sample can sit a few MiB above or below its neighbours.
+    # Flat: from the first minute on (warm-up, pools and the preview table filling), the median
+    # RSS of the last third of the samples is at most 2 % or 1 MiB (whichever is larger) above
+    # the median of the first third. Medians, not single samples nor means: mimalloc hands freed
+    # pages back, so a sample can dip or jump several MiB away from its neighbours, and one such
+    # sample moves a third's mean by more than the allowance. A leak raises the level itself,
+    # which the medians follow. The means are printed too.
     printf '%s\n' "${series[@]}" | awk -F: '
+        function median(from, to,    i, j, k, v, m) {
+            m = 0
+            for (i = from; i <= to; i++) {
+                v = r[i]; j = m
+                while (j > 0 && s[j] > v) { s[j + 1] = s[j]; j-- }
+                s[j + 1] = v; m++
+            }
+            k = int((m + 1) / 2)
+            return (m % 2) ? s[k] : (s[k] + s[k + 1]) / 2
+        }
         { t[NR] = $1; r[NR] = $2 }
         END {
             base = 0
@@ -591,10 +603,13 @@ if [ "$SOAK" -gt 0 ]; then
             n = NR - base + 1; third = int(n / 3); if (third < 1) third = 1
             for (i = base; i < base + third; i++) first += r[i] / third
             for (i = NR - third + 1; i <= NR; i++) last += r[i] / third
-            allowed = first * 0.02; if (allowed < 1024) allowed = 1024
-            printf "  RSS mean, first and last thirds from t=%ds: %.1f -> %.1f MiB (%+.1f MiB): %s\n",
-                t[base], first / 1024, last / 1024, (last - first) / 1024,
-                (last - first <= allowed) ? "flat" : "NOT flat"
+            early = median(base, base + third - 1); late = median(NR - third + 1, NR)
+            allowed = early * 0.02; if (allowed < 1024) allowed = 1024
+            printf "  RSS median, first and last thirds from t=%ds: %.1f -> %.1f MiB (%+.1f MiB): %s\n",
+                t[base], early / 1024, late / 1024, (late - early) / 1024,
+                (late - early <= allowed) ? "flat" : "NOT flat"
+            printf "  RSS mean, first and last thirds: %.1f -> %.1f MiB (%+.1f MiB)\n",
+                first / 1024, last / 1024, (last - first) / 1024
             printf "  RSS at t=%ds and at the end: %.1f -> %.1f MiB\n", t[base], r[base] / 1024,
                 r[NR] / 1024
             # Least-squares trend from t=60 s on.
