@@ -458,17 +458,17 @@ if [ "$INSTRUCTIONS" = 1 ]; then
         dump=$(ls -t "$RUN/callgrind.$pid".* | head -1)
         total=$(awk '/^summary:/ {print $2}' "$dump")
         [ -z "${CALLGRIND_DIR:-}" ] || { mkdir -p "$CALLGRIND_DIR" && cp "$dump" "$CALLGRIND_DIR/callgrind.$target"; }
-        if [ "$CACHE_SIM" = 1 ]; then
-            # Misses of code and data reads and data writes, summed per level (events named
-            # I1mr D1mr D1mw and ILmr DLmr DLmw in the profile's header).
-            misses=$(awk -v n="$1" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
-                /^summary:/ { for (i = 2; i <= NF; i++) { if (name[i] ~ /^[ID]1m/) l1 += $i; if (name[i] ~ /^[ID]Lm/) ll += $i }
-                              printf "%.1f %.1f", l1 / n, ll / n }' "$dump")
-            set -- "$1" $misses
-            echo "$target $1 $((total / $1)) $dump $2 $3" >>"$RESULTS"
-            printf '| %-24s | %9d | %20d | %16s | %16s |\n' "$(label_of "$target")" "$1" "$((total / $1))" "$2" "$3"
+        # With CACHE_SIM, the misses of code and data reads and data writes per request, summed
+        # per level (events I1mr D1mr D1mw and ILmr DLmr DLmw in the profile's header).
+        misses=
+        [ "$CACHE_SIM" != 1 ] || misses=$(awk -v n="$1" '/^events:/ { for (i = 2; i <= NF; i++) name[i] = $i }
+            /^summary:/ { for (i = 2; i <= NF; i++) { if (name[i] ~ /^[ID]1m/) l1 += $i; if (name[i] ~ /^[ID]Lm/) ll += $i }
+                          printf "%.1f %.1f", l1 / n, ll / n }' "$dump")
+        echo "$target $1 $((total / $1)) $dump $misses" >>"$RESULTS"
+        if [ -n "$misses" ]; then
+            # shellcheck disable=SC2086 # the two counts, one column each
+            printf '| %-24s | %9d | %20d | %16s | %16s |\n' "$(label_of "$target")" "$1" "$((total / $1))" $misses
         else
-            echo "$target $1 $((total / $1)) $dump" >>"$RESULTS"
             printf '| %-24s | %9d | %20d |\n' "$(label_of "$target")" "$1" "$((total / $1))"
         fi
     done
