@@ -3,6 +3,8 @@
 //! The requests are read from `benches/requests.jsonl` (the `darklight classify` JSON
 //! line format) and parsed before any timing starts; only `Classifier::classify` (and,
 //! in the `from_http` group, building the facts from an `http` header map) is timed.
+//! Repeated User-Agents are answered from the thread's memo after their first scan;
+//! `classify_mix/all_requests_unseen_user_agents` measures the mix when none repeats.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -52,6 +54,34 @@ fn classify(c: &mut Criterion) {
     mix.bench_function("all_requests", |b| {
         b.iter(|| {
             for (_, facts) in &facts {
+                black_box(classifier.classify(black_box(facts), &site));
+            }
+        })
+    });
+    // The same mix with every User-Agent made unique (a suffix per copy), over many more
+    // User-Agents than the per-thread memo holds: every scan misses it, as under a flood of
+    // random User-Agents.
+    let copies = 256;
+    let unique_agents: Vec<Option<String>> = (0..copies)
+        .flat_map(|copy| {
+            facts
+                .iter()
+                .map(move |(_, f)| f.user_agent.map(|ua| format!("{ua} copy/{copy}")))
+        })
+        .collect();
+    let unseen: Vec<RequestFacts<'_>> = facts
+        .iter()
+        .cycle()
+        .zip(&unique_agents)
+        .map(|((_, f), ua)| RequestFacts {
+            user_agent: ua.as_deref(),
+            ..f.clone()
+        })
+        .collect();
+    mix.throughput(Throughput::Elements(unseen.len() as u64));
+    mix.bench_function("all_requests_unseen_user_agents", |b| {
+        b.iter(|| {
+            for facts in &unseen {
                 black_box(classifier.classify(black_box(facts), &site));
             }
         })

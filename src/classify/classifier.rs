@@ -163,7 +163,8 @@ impl Classifier {
     }
 
     /// Classifies one request. Never fails and never panics; allocates only for campaign
-    /// values present in the query and for unknown referrer domains.
+    /// values present in the query, for unknown referrer domains, and when the thread's
+    /// User-Agent memo takes a longer text than its entry held (at most 512 bytes).
     pub fn classify(&self, facts: &RequestFacts<'_>, site: &SiteProfile) -> Classification {
         let mut out = Classification::with_channel(Channel::Direct);
         let user_agent = facts.user_agent.unwrap_or("");

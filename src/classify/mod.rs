@@ -4,8 +4,8 @@
 //! from the built-in source database (`config/sources.yaml`, compiled into the binary)
 //! and the user's `classification:` section; each site is compiled into a
 //! [`SiteProfile`] (its own hosts and its shallow paths). Classifying a request then
-//! costs one Aho-Corasick pass over the User-Agent, a few hash lookups and one scan of
-//! the query string.
+//! costs one Aho-Corasick pass over the User-Agent (or a lookup in the thread's memo of the
+//! User-Agents it saw last), a few hash lookups and one scan of the query string.
 //!
 //! # Precedence
 //!
@@ -44,6 +44,7 @@ mod reasons;
 mod referrer;
 mod rules;
 mod text;
+mod ua_memo;
 mod user_agent;
 
 pub use campaign::{Campaign, ClickId, MAX_CAMPAIGN_VALUE_LEN};

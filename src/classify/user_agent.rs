@@ -20,11 +20,13 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::{Deserialize, Deserializer};
 
 use super::text::deserialize_parsed;
+use super::ua_memo;
 
 /// Where a token may start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -188,7 +190,10 @@ impl UaMatcherBuilder {
             .match_kind(MatchKind::Standard)
             .kind(Some(AhoCorasickKind::DFA))
             .build(&self.literals)?;
+        // Numbers each build for the scan memo; 0 is the memo's empty entry.
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Ok(UaMatcher {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             automaton,
             targets: self.targets,
         })
@@ -198,13 +203,21 @@ impl UaMatcherBuilder {
 /// All user-agent tokens in one automaton.
 #[derive(Clone, Debug)]
 pub(crate) struct UaMatcher {
+    /// Names this build's entries in the scan memo; a clone scans alike and shares it.
+    id: u64,
     automaton: AhoCorasick,
     targets: Vec<Vec<Target>>,
 }
 
 impl UaMatcher {
-    /// Scans `user_agent` once and keeps the first-listed matching rule per category.
+    /// The first-listed matching rule per category, remembered per thread for a User-Agent
+    /// seen lately ([`ua_memo`]).
     pub(crate) fn scan(&self, user_agent: &str) -> UaMatches {
+        ua_memo::memoized(self.id, user_agent, |ua| self.scan_uncached(ua))
+    }
+
+    /// Scans `user_agent` once and keeps the first-listed matching rule per category.
+    fn scan_uncached(&self, user_agent: &str) -> UaMatches {
         let mut found = UaMatches::default();
         let bytes = user_agent.as_bytes();
         for m in self.automaton.find_overlapping_iter(user_agent) {
@@ -277,6 +290,47 @@ mod tests {
         ]);
         assert_eq!(m.scan("TelegramBot (like TwitterBot)").preview_bot, Some(0));
         assert_eq!(m.scan("Twitterbot/1.0").preview_bot, Some(1));
+    }
+
+    proptest::proptest! {
+        /// The memo answers as the automaton does, for new and repeated User-Agents alike.
+        #[test]
+        fn memoized_scans_agree_with_the_automaton(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("WhatsApp/2"),
+                    proptest::strategy::Just("Line/"),
+                    proptest::strategy::Just("Googlebot"),
+                    proptest::strategy::Just(" "),
+                    proptest::strategy::Just("x"),
+                    proptest::strategy::Just("é"),
+                ],
+                0..12,
+            ),
+            repeats in 1usize..4,
+        ) {
+            let m = matcher(&[
+                (UaCategory::PreviewBot, 0, "^WhatsApp/2$"),
+                (UaCategory::PreviewBot, 1, "^WhatsApp/"),
+                (UaCategory::InApp, 0, "Line/"),
+                (UaCategory::Bot, 5, "*bot"),
+            ]);
+            let ua = parts.concat();
+            for _ in 0..repeats {
+                proptest::prop_assert_eq!(m.scan(&ua), m.scan_uncached(&ua));
+            }
+        }
+    }
+
+    #[test]
+    fn a_rebuilt_matcher_does_not_read_the_old_ones_memo() {
+        let old = matcher(&[(UaCategory::InApp, 0, "Line/")]);
+        let new = matcher(&[(UaCategory::Bot, 0, "Line/")]);
+        let ua = "Mozilla/5.0 Safari Line/13.1";
+        assert_eq!(old.scan(ua).in_app, Some(0));
+        assert_eq!(new.scan(ua).in_app, None);
+        assert_eq!(new.scan(ua).bot, Some(0));
+        assert_eq!(old.clone().scan(ua).in_app, Some(0));
     }
 
     #[test]
