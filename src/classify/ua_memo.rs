@@ -6,7 +6,8 @@
 //! the User-Agents it saw last in a small two-way table, so a repeat costs a hash and a
 //! comparison. The whole text is stored and compared: a hash collision
 //! only evicts an entry, never returns another User-Agent's matches. Clients choose these keys,
-//! but a set holds two entries and no more, so no chain grows; foldhash is seeded per process.
+//! but a set holds two entries and no more, so no chain grows; each thread's memo seeds its
+//! foldhash hasher at random.
 //!
 //! Entries name the matcher that produced them: a reload compiles a new matcher, whose scans never
 //! read the old one's entries.
@@ -85,6 +86,8 @@ impl Memo {
         victim.hash = hash;
         victim.matches = matches;
         victim.text.clear();
+        // Exactly the room needed: a doubling would let an entry hold twice the limit.
+        victim.text.reserve_exact(user_agent.len());
         victim.text.push_str(user_agent);
         set.first_used_last = !set.first_used_last;
         matches
@@ -125,15 +128,24 @@ mod tests {
 
     use super::*;
 
-    /// A stand-in for the automaton that counts its scans; its result encodes the text's length.
+    /// A stand-in for the automaton that counts its scans; its result names the text scanned
+    /// ([`fingerprint`]).
     fn counting(scans: &Cell<usize>) -> impl Fn(&str) -> UaMatches + '_ {
         move |ua: &str| {
             scans.set(scans.get() + 1);
-            UaMatches {
-                preview_bot: None,
-                bot: Some(ua.len() as u32),
-                in_app: None,
-            }
+            fingerprint(ua)
+        }
+    }
+
+    /// The text's length and its FNV-1a hash: no two texts of these tests share both.
+    fn fingerprint(ua: &str) -> UaMatches {
+        let fnv = ua.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+            (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+        });
+        UaMatches {
+            preview_bot: None,
+            bot: Some(ua.len() as u32),
+            in_app: Some(fnv),
         }
     }
 
@@ -176,8 +188,10 @@ mod tests {
         let long = "x".repeat(MAX_MEMOIZED_LEN + 1);
         let at_limit = "y".repeat(MAX_MEMOIZED_LEN);
         for _ in 0..3 {
-            let found = memoized(matcher, &long, counting(&scans));
-            assert_eq!(found.bot, Some(long.len() as u32));
+            assert_eq!(
+                memoized(matcher, &long, counting(&scans)),
+                fingerprint(&long)
+            );
         }
         assert_eq!(scans.get(), 3);
         for _ in 0..3 {
@@ -194,17 +208,25 @@ mod tests {
             .map(|i| format!("agent/{i}{}", "z".repeat(i % 7)))
             .collect();
         for ua in &agents {
-            let found = memoized(matcher, ua, counting(&scans));
-            assert_eq!(found.bot, Some(ua.len() as u32), "{ua}");
+            assert_eq!(
+                memoized(matcher, ua, counting(&scans)),
+                fingerprint(ua),
+                "{ua}"
+            );
         }
         assert_eq!(scans.get(), agents.len());
         for ua in &agents {
-            let found = memoized(matcher, ua, counting(&scans));
-            assert_eq!(found.bot, Some(ua.len() as u32), "{ua}");
+            assert_eq!(
+                memoized(matcher, ua, counting(&scans)),
+                fingerprint(ua),
+                "{ua}"
+            );
         }
-        // Twice the table's size cycled through it: only the few agents alone in their set
-        // (about one in ten) were still there.
-        assert!(scans.get() > agents.len() * 3 / 2, "{} scans", scans.get());
+        // Twice the table's size cycled through it: only the agents of sets that received no
+        // more than two (about one in ten) were still there.
+        let rescans = scans.get() - agents.len();
+        assert!(rescans > agents.len() / 2, "{rescans} scans again");
+        assert!(rescans < agents.len(), "no agent was found again");
     }
 
     #[test]
