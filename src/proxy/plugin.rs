@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use pingora::Result;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::{HttpModule, HttpModuleBuilder, Module, ModuleBuilder};
@@ -50,8 +50,9 @@ pub struct Engine {
     classifier: Classifier,
     attributor: Attributor,
     /// The attribution header names as sent on the wire (`X-Darklight-Channel`), built once:
-    /// Pingora otherwise titles a name anew for every header of every request.
-    wire_names: HeaderMap<Bytes>,
+    /// Pingora otherwise titles a name anew for every header of every request. In the order
+    /// an attribution plan lists its headers, so one pass finds every planned header's.
+    wire_names: Vec<(HeaderName, Bytes)>,
     router: SiteRouter,
     profiles: Vec<SiteProfile>,
     fallback: SiteProfile,
@@ -414,13 +415,16 @@ impl DarklightContext {
     /// request, and the plan keeps the headers so that every attempt at the upstream gets them.
     pub fn add_planned_headers(&self, request: &mut dyn HeaderEdits) {
         let keeps_spelling = request.keeps_spelling();
+        let spellings = &self.engine.wire_names;
+        let mut ahead = spellings.iter();
         for (name, value) in &self.plan.headers {
-            // The titled spelling is looked up only for a request that keeps it.
+            // The titled spelling is looked up only for a request that keeps it: further along
+            // the list, where the plan's order puts it, else anywhere in it.
             let wire = if keeps_spelling {
-                self.engine
-                    .wire_names
-                    .get(name)
-                    .cloned()
+                ahead
+                    .find(|(known, _)| known == name)
+                    .or_else(|| spellings.iter().find(|(known, _)| known == name))
+                    .map(|(_, titled)| titled.clone())
                     .unwrap_or_default()
             } else {
                 Bytes::new()
@@ -434,8 +438,8 @@ impl DarklightContext {
 
 /// Each attribution header name in title case (`x-darklight-in-app` → `X-Darklight-In-App`),
 /// the form HTTP/1 peers conventionally see.
-fn wire_names(attributor: &Attributor) -> HeaderMap<Bytes> {
-    let mut map = HeaderMap::default();
+fn wire_names(attributor: &Attributor) -> Vec<(HeaderName, Bytes)> {
+    let mut names = Vec::new();
     for name in attributor.header_names() {
         let mut upper = true;
         let titled: Vec<u8> = name
@@ -447,9 +451,9 @@ fn wire_names(attributor: &Attributor) -> HeaderMap<Bytes> {
                 out
             })
             .collect();
-        map.insert(name.clone(), Bytes::from(titled));
+        names.push((name.clone(), Bytes::from(titled)));
     }
-    map
+    names
 }
 
 /// Removes every client-sent header in darklight's namespace; allocates only when one is there.
@@ -467,6 +471,9 @@ fn strip_reserved(request: &mut RequestHeader, attributor: &Attributor) {
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderMap;
+
+    use super::super::header_edits::edit_headers;
     use super::*;
 
     /// A request from Facebook's in-app browser, with a forged attribution header.
@@ -551,6 +558,51 @@ mod tests {
             context.add_planned_headers(&mut upstream);
             assert_eq!(upstream.len(), context.plan.headers.len());
             assert!(upstream.contains_key("x-darklight-in-app"));
+        }
+    }
+
+    /// The darklight header names a request spells on the wire.
+    fn darklight_spellings(request: &RequestHeader) -> Vec<String> {
+        request
+            .case_header_iter()
+            .map(|(name, _)| String::from_utf8_lossy(name.as_slice()).into_owned())
+            .filter(|name| name.to_ascii_lowercase().starts_with("x-darklight-"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn every_planned_header_is_titled_in_any_order() {
+        let mut request = request();
+        let mut module = filtered(
+            DarklightModule::reloadable_leaving_headers(engine()),
+            &mut request,
+        )
+        .await;
+        let Some(context) = module.as_any_mut().downcast_mut::<DarklightContext>() else {
+            panic!("not a DarklightContext");
+        };
+        let planned = context.plan.headers.len();
+        assert!(planned >= 4, "{planned} headers planned");
+        // In the plan's order (one pass over the spellings), then reversed (a search each).
+        for reversed in [false, true] {
+            if reversed {
+                context.plan.headers.reverse();
+            }
+            let mut upstream =
+                RequestHeader::build("GET", b"/", None).unwrap_or_else(|e| panic!("{e}"));
+            edit_headers(&mut upstream, true, planned, |edits| {
+                context.add_planned_headers(edits);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            let spelled = darklight_spellings(&upstream);
+            assert_eq!(spelled.len(), planned, "{spelled:?}");
+            for name in &spelled {
+                let titled = name
+                    .split('-')
+                    .all(|word| word.chars().next().is_some_and(|c| c.is_ascii_uppercase()));
+                assert!(titled, "{name} in {spelled:?}");
+            }
         }
     }
 }
