@@ -4,10 +4,9 @@
 //! run a few browser builds, while each scan walks the whole User-Agent through the token
 //! automaton (a DFA of about 500 KiB with the built-in tokens). Each thread keeps the matches of
 //! the User-Agents it saw last in a small two-way table, so a repeat costs a hash and a
-//! comparison. The whole text is stored and compared: a hash collision
-//! only evicts an entry, never returns another User-Agent's matches. Clients choose these keys,
-//! but a set holds two entries and no more, so no chain grows; each thread's memo seeds its
-//! foldhash hasher at random.
+//! comparison. The whole text is stored and compared: a hash collision only evicts an entry, never
+//! returns another User-Agent's matches. Clients choose these keys, but a set holds two entries
+//! and no more, so no chain grows; each thread's memo seeds its foldhash hasher at random.
 //!
 //! Entries name the matcher that produced them: a reload compiles a new matcher, whose scans never
 //! read the old one's entries.
