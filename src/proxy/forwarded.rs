@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora::Result;
 
 use crate::address_text::AddressText;
@@ -29,6 +29,13 @@ static CLIENT_SENT: [&WireName; 5] = [
     &X_REAL_IP,
 ];
 
+/// True for a name in [`CLIENT_SENT`]. Most names are ruled out by their length alone, where
+/// comparing each with all five costs some hundred instructions a request.
+fn is_client_sent(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    matches!(name.len(), 9 | 15..=17) && CLIENT_SENT.iter().any(|h| h.name.as_str() == name)
+}
+
 /// Sets the forwarding headers on the request sent upstream.
 pub fn apply(
     request: &mut dyn HeaderEdits,
@@ -46,10 +53,7 @@ pub fn apply(
         )
     } else {
         // Clients seldom send any: one look over the request's names spares a lookup of each.
-        let sent = request
-            .headers()
-            .keys()
-            .any(|name| CLIENT_SENT.iter().any(|header| header.name == name));
+        let sent = request.headers().keys().any(is_client_sent);
         if sent {
             for header in CLIENT_SENT {
                 request.remove(&header.name);
@@ -248,6 +252,26 @@ mod tests {
                 forged.name
             );
             assert_eq!(header(&r, &X_REAL_IP), None);
+        }
+    }
+
+    #[test]
+    fn client_sent_names_are_recognised_by_name_not_length() {
+        for header in CLIENT_SENT {
+            assert!(is_client_sent(&header.name), "{}", header.name);
+        }
+        for other in [
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded",
+            "x-real-id",
+            "forwardex",
+            "host",
+            "user-agent",
+            "x-darklight-channel",
+        ] {
+            let name = HeaderName::from_static(other);
+            assert!(!is_client_sent(&name), "{other}");
         }
     }
 
