@@ -271,8 +271,16 @@ mod faults {
             .spawn()
             .unwrap();
         common::wait_for_port(port);
-        for _ in 0..20 {
-            assert_eq!(get(port, "/articles/x", &[]).status, 200);
+        for attempt in 1..=20 {
+            // Its logs go nowhere: when a request fails, say whether darklight is still running.
+            match std::panic::catch_unwind(|| get(port, "/articles/x", &[]).status) {
+                Ok(status) => assert_eq!(status, 200, "request {attempt}"),
+                Err(panic) => {
+                    let state = child.try_wait();
+                    eprintln!("request {attempt} failed; darklight: {state:?} (None: running)");
+                    std::panic::resume_unwind(panic);
+                }
+            }
         }
         assert!(child.try_wait().unwrap().is_none(), "darklight exited");
         let _ = child.kill();
