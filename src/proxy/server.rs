@@ -1,7 +1,8 @@
 //! Builds the Pingora server for a configuration: the proxy service with its listeners, one
 //! health-check service per checked site, and the demo origin when configured.
 
-use std::net::TcpListener;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
@@ -12,6 +13,7 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use arc_swap::ArcSwap;
+use tokio::net::TcpSocket;
 
 use super::app::{BuildError, DarklightProxy, PreparedState, StateHandle};
 use super::demo::DemoOrigin;
@@ -248,11 +250,102 @@ fn probe_listeners(config: &Config) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Checks that `address` can be bound, without listening on it. A probe that listened would
+/// accept connections until it closed, then reset them, and leave the port closed until
+/// Pingora listens: a client or health check would take the port as ready, then fail.
 fn probe(address: &str) -> Result<(), RunError> {
-    TcpListener::bind(address)
-        .map(drop)
-        .map_err(|source| RunError::Bind {
-            address: address.to_string(),
-            source,
-        })
+    let error = |source| RunError::Bind {
+        address: address.to_string(),
+        source,
+    };
+    let mut failure = None;
+    // A name may stand for several addresses: any that binds will do, as for a listener.
+    for socket_address in address.to_socket_addrs().map_err(error)? {
+        match bind_only(socket_address) {
+            Ok(_) => return Ok(()),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(error(failure.unwrap_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")
+    })))
+}
+
+/// A TCP socket bound to `address`, not listening. `SO_REUSEADDR` is set as on Pingora's
+/// listeners, so connections of an earlier run still in `TIME_WAIT` do not count as the port
+/// being in use; a socket listening on it still does.
+fn bind_only(address: SocketAddr) -> io::Result<TcpSocket> {
+    let socket = match address {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// An address of 127.0.0.1 with a port nothing listens on now.
+    fn unused_address() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        listener.local_addr().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_probed_port_accepts_no_connection() {
+        let address = unused_address();
+        let socket = bind_only(address).unwrap_or_else(|e| panic!("{e}"));
+        let connected = TcpStream::connect(address);
+        assert_eq!(
+            connected.as_ref().map_err(io::Error::kind).err(),
+            Some(io::ErrorKind::ConnectionRefused),
+            "{connected:?}"
+        );
+        drop(socket);
+    }
+
+    #[test]
+    fn a_free_port_passes_and_stays_free() {
+        let address = unused_address();
+        assert!(probe(&address.to_string()).is_ok());
+        assert!(
+            TcpListener::bind(address).is_ok(),
+            "the probe kept {address}"
+        );
+    }
+
+    #[test]
+    fn a_port_in_use_is_reported_with_its_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .to_string();
+        match probe(&address) {
+            Err(RunError::Bind {
+                address: reported,
+                source,
+            }) => {
+                assert_eq!(reported, address);
+                assert_eq!(source.kind(), io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected a bind error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_address_of_no_local_interface_is_refused() {
+        // TEST-NET-1 (RFC 5737) is never assigned to this machine.
+        let error = probe("192.0.2.1:8080").err();
+        assert!(
+            matches!(&error, Some(RunError::Bind { source, .. })
+                if source.kind() == io::ErrorKind::AddrNotAvailable),
+            "{error:?}"
+        );
+    }
 }
