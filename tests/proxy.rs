@@ -536,15 +536,16 @@ mod demo {
     #[test]
     fn demo_command_serves_the_origin_alone() {
         let port = common::free_port();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
-            .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = common::KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
+                .args(["demo", "--listen", &format!("127.0.0.1:{port}")])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         common::wait_for_port(port);
         let response = get(port, "/healthz", &[]);
-        let _ = child.kill();
-        let _ = child.wait();
+        drop(child);
         assert_eq!(response.status, 200);
         assert_eq!(response.text(), "ok\n");
     }

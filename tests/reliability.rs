@@ -264,12 +264,14 @@ mod faults {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .stderr(full)
-            .spawn()
-            .unwrap();
+        let mut child = common::KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .stderr(full)
+                .spawn()
+                .unwrap(),
+        );
         common::wait_for_port(port);
         for attempt in 1..=20 {
             // Its logs go nowhere: when a request fails, say whether darklight is still running.
@@ -283,8 +285,6 @@ mod faults {
             }
         }
         assert!(child.try_wait().unwrap().is_none(), "darklight exited");
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
@@ -435,12 +435,14 @@ mod upgrade {
 
         // The new process waits for the sockets; SIGQUIT makes the old one hand them over.
         let path = old.dir.path().join("darklight.yaml");
-        let mut new = std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
-            .args(["run", "--upgrade", "--config"])
-            .arg(&path)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
+        let new = common::KillOnDrop(
+            std::process::Command::new(env!("CARGO_BIN_EXE_darklight"))
+                .args(["run", "--upgrade", "--config"])
+                .arg(&path)
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         thread::sleep(Duration::from_millis(1000));
         old.signal("QUIT");
         let exited = old.wait_exit(Duration::from_secs(30));
@@ -448,8 +450,7 @@ mod upgrade {
         stop.store(true, Ordering::Relaxed);
         load.join().unwrap();
         let served_by_new = get(port, "/after-upgrade", &[]).status;
-        let _ = new.kill();
-        let _ = new.wait();
+        drop(new);
 
         assert!(exited.is_some(), "the old process did not exit");
         assert_eq!(served_by_new, 200);

@@ -63,9 +63,34 @@ pub fn wait_for_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port} after {READY_TIMEOUT:?}");
 }
 
+/// A child process, killed and reaped when dropped: a test that fails half-way leaves no
+/// process behind.
+pub struct KillOnDrop(pub Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A running `darklight` process, stopped when dropped.
 pub struct Darklight {
-    pub child: Child,
+    pub child: KillOnDrop,
     pub port: u16,
     pub dir: tempfile::TempDir,
     stderr: Arc<Mutex<String>>,
@@ -84,17 +109,19 @@ impl Darklight {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("darklight.yaml");
         std::fs::write(&path, config.replace("{PORT}", &port.to_string())).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_darklight"))
-            .args(["run", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .env_remove("DARKLIGHT_COOKIE_SECRET")
-            .env_remove("DARKLIGHT_COOKIE_SECRET_PREVIOUS")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_darklight"))
+                .args(["run", "--config"])
+                .arg(&path)
+                .env("RUST_LOG", "info")
+                .env_remove("DARKLIGHT_COOKIE_SECRET")
+                .env_remove("DARKLIGHT_COOKIE_SECRET_PREVIOUS")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = Arc::clone(&stderr);
         let pipe = child.stderr.take().unwrap();
@@ -170,13 +197,6 @@ impl Darklight {
             thread::sleep(Duration::from_millis(50));
         }
         None
-    }
-}
-
-impl Drop for Darklight {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
