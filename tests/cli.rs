@@ -118,6 +118,22 @@ mod check_errors {
     }
 }
 
+mod start_errors {
+    use super::*;
+
+    #[test]
+    fn a_listen_address_in_use_is_named_with_its_reason_once() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let (code, _, stderr) = darklight(&["demo", "--listen", &address]);
+        assert_eq!(code, 1, "{stderr}");
+        assert_eq!(
+            stderr.trim_end(),
+            format!("darklight: cannot listen on {address}: Address already in use (os error 98)"),
+        );
+    }
+}
+
 mod check_summaries {
     use super::*;
 
