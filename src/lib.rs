@@ -6,6 +6,7 @@
 //! * [`attribution`] — the headers and signed cookies the application receives. Pure.
 //! * [`correlation`] — link-preview fetches matched to later visits (bounded shared table).
 //! * [`limits`] — request size limits. Pure.
+//! * [`error_text`] — an error and its causes as one line. Pure.
 //! * [`routing`] — which configured site answers a host. Pure.
 //! * [`config`] — the YAML schema, validation with file/line/column errors.
 //! * `admin` (feature `proxy`) — operator endpoints on their own listener.
@@ -22,6 +23,7 @@ pub mod attribution;
 pub mod classify;
 pub mod config;
 pub mod correlation;
+pub mod error_text;
 pub mod limits;
 pub(crate) mod lookup_map;
 pub mod offline;

@@ -71,7 +71,10 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(code) => code,
         Err(error) => {
-            report(format_args!("darklight: {}", describe(&error)));
+            report(format_args!(
+                "darklight: {}",
+                darklight::error_text::with_causes(error.as_ref())
+            ));
             ExitCode::FAILURE
         }
     }
@@ -363,59 +366,7 @@ impl Write for TolerantStderr {
     }
 }
 
-/// The error with its causes, `: `-separated, each said once: the library's errors name their
-/// cause in their own message and also return it as their source.
-fn describe(error: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in error.chain() {
-        let message = cause.to_string();
-        if text.ends_with(&message) {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
-        text.push_str(&message);
-    }
-    text
-}
-
 /// Prints a message for the operator on standard error, ignoring write failures.
 fn report(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{message}");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// An error that names its cause and returns it, as the library's do.
-    #[derive(Debug, thiserror::Error)]
-    #[error("cannot listen on 127.0.0.1:8080: {source}")]
-    struct NamesItsCause {
-        #[source]
-        source: std::io::Error,
-    }
-
-    #[test]
-    fn each_cause_is_said_once() {
-        let cause = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
-        let error = anyhow::Error::new(NamesItsCause { source: cause }).context("cannot start");
-        assert_eq!(
-            describe(&error),
-            "cannot start: cannot listen on 127.0.0.1:8080: address in use"
-        );
-    }
-
-    #[test]
-    fn causes_not_named_above_are_kept() {
-        let cause = std::io::Error::other("disk full");
-        let error = anyhow::Error::new(cause)
-            .context("cannot write the report")
-            .context("classify");
-        assert_eq!(
-            describe(&error),
-            "classify: cannot write the report: disk full"
-        );
-    }
 }

@@ -342,14 +342,10 @@ fn gzip_paced(body: &[u8], slice: usize, mut pause: impl FnMut()) -> std::io::Re
 /// error", "client error (Connect)") hide whether the address, the TLS handshake or the
 /// certificate failed.
 fn unreachable(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = format!("collector unreachable: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
+    format!(
+        "collector unreachable: {}",
+        crate::error_text::with_causes(error)
+    )
 }
 
 /// The pause before the next attempt: the collector's `Retry-After` when it sent one, else the
