@@ -3,7 +3,7 @@
 CARGO ?= cargo
 CONFIG ?= config/darklight.yaml
 
-.PHONY: all build run test lint fmt bench bench-load bench-instructions bench-profile soak deps test-deps browser check-config clean
+.PHONY: all build run test lint fmt bench bench-load bench-features bench-instructions bench-profile soak deps test-deps browser check-config clean
 
 all: build
 
@@ -81,6 +81,12 @@ bench: deps
 # darklight vs plain Pingora vs nginx under wrk on 127.0.0.1 (DURATION, ROUNDS, SOAK… in the script).
 bench-load: deps
 	benches/load/compare.sh
+
+# What each darklight feature costs a request: darklight with every feature, without each one,
+# with none, and plain Pingora, in the same alternating rounds.
+bench-features: deps
+	TARGETS="darklight darklight-no-telemetry darklight-no-cookies darklight-no-correlation darklight-no-attribution darklight-off plain" \
+		benches/load/compare.sh
 
 # Instructions per request of darklight and plain Pingora under callgrind: exact, unlike timings.
 bench-instructions: deps

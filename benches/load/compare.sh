@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Load comparison: darklight (every feature on) against a plain Pingora passthrough and nginx as
 # a reverse proxy, all in front of the same cheap origin on 127.0.0.1, driven by wrk in
-# alternating rounds. Started by `make bench-load`. Every run is bounded in time.
+# alternating rounds. Started by `make bench-load`; `make bench-features` adds darklight with each
+# feature off in turn, to price every feature. Every run is bounded in time.
 #
 # Environment (defaults in brackets):
-#   DURATION [10]     seconds per wrk run          ROUNDS [3]   rounds over the three proxies
+#   DURATION [10]     seconds per wrk run          ROUNDS [3]   rounds over the proxies
 #   CONNECTIONS [50]  wrk connections              WRK_THREADS [1]
 #   WARMUP [2]        seconds of warm-up per proxy before the first round
 #   PROXY_THREADS [1] worker threads of each proxy (nginx: worker_processes)
@@ -12,10 +13,17 @@
 #   LOAD_CPUS [0]     CPUs of wrk, the origin and the OTLP sink
 #   ACCESS_LOG [0]    1: access log on in darklight and nginx (both to a file), 0: off in both
 #   SOAK [0]          seconds of the memory soak (darklight under load, RSS every 10 s); 0: none
-#   BASE_PORT [18080] ports BASE_PORT..BASE_PORT+5 on 127.0.0.1 are used
-#   TARGETS ["darklight plain nginx"]  which proxies to measure
-#   DL_TELEMETRY, DL_COOKIES, DL_CORRELATION, DL_ATTRIBUTION [1]: 0 turns that darklight feature
-#                     off, to see what each one costs (the comparison itself keeps all on)
+#   BASE_PORT [18080] ports BASE_PORT..BASE_PORT+5 on 127.0.0.1 are used, and one more from
+#                     BASE_PORT+6 on for each darklight variant in TARGETS
+#   TARGETS ["darklight plain nginx"]  which proxies to measure; besides these three, darklight
+#                     variants, each a darklight process of its own measured in the same
+#                     rounds: darklight-off (every feature off) and darklight-no-telemetry,
+#                     darklight-no-cookies, darklight-no-correlation, darklight-no-attribution
+#                     (every feature on but that one; attribution off also means no cookies).
+#                     With darklight and plain, the variants give what each feature costs a
+#                     request, in CPU time, in one run (`make bench-features`)
+#   DL_TELEMETRY, DL_COOKIES, DL_CORRELATION, DL_ATTRIBUTION [1]: 0 turns that feature off in
+#                     the `darklight` target (the comparison itself keeps all on)
 #   DL_BATCH [512]    darklight's telemetry.batch.max_export_batch_size
 #   DL_SAMPLER [always_on]: darklight's sampler; always_off keeps trace propagation but records
 #                     and exports no span
@@ -104,6 +112,37 @@ SINK_PORT=$((BASE_PORT + 4))
 log() { printf '%s\n' "$*" >&2; }
 die() { log "compare.sh: $*"; exit 1; }
 
+# The features of a darklight target, as "telemetry cookies correlation attribution", each 1
+# (on) or 0 (off); fails for a target that is not darklight's.
+features_of() {
+    case $1 in
+        darklight) echo "${DL_TELEMETRY:-1} ${DL_COOKIES:-1} ${DL_CORRELATION:-1} ${DL_ATTRIBUTION:-1}" ;;
+        darklight-off) echo "0 0 0 0" ;;
+        darklight-no-telemetry) echo "0 1 1 1" ;;
+        darklight-no-cookies) echo "1 0 1 1" ;;
+        darklight-no-correlation) echo "1 1 0 1" ;;
+        darklight-no-attribution) echo "1 1 1 0" ;;
+        *) return 1 ;;
+    esac
+}
+
+# Every target is known, and each darklight variant gets a port of its own.
+declare -A DL_PORTS=([darklight]=$DARKLIGHT_PORT)
+declare -A DL_PIDS=()
+VARIANTS=()
+for target in $TARGETS; do
+    case $target in
+        darklight | plain | nginx) ;;
+        darklight-*)
+            features_of "$target" >/dev/null \
+                || die "unknown target $target (darklight variants: darklight-off, darklight-no-telemetry, darklight-no-cookies, darklight-no-correlation, darklight-no-attribution)"
+            [ -z "${DL_PORTS[$target]:-}" ] || die "target $target is listed twice"
+            DL_PORTS[$target]=$((BASE_PORT + 6 + ${#VARIANTS[@]}))
+            VARIANTS+=("$target") ;;
+        *) die "unknown target $target (darklight, plain, nginx, or a darklight variant)" ;;
+    esac
+done
+
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do
@@ -188,7 +227,7 @@ wait_port() {
     done
     die "nothing listens on 127.0.0.1:$1 after 30 s (logs in $RUN)"
 }
-for port in $ORIGIN_PORT $DARKLIGHT_PORT $PLAIN_PORT $NGINX_PORT $SINK_PORT; do
+for port in $ORIGIN_PORT $PLAIN_PORT $NGINX_PORT $SINK_PORT "${DL_PORTS[@]}"; do
     port_free "$port" || die "127.0.0.1:$port is in use; set BASE_PORT"
 done
 
@@ -236,8 +275,14 @@ PIDS+=($!)
 
 # --- darklight: classification, headers, signed cookies, preview correlation, spans -------------
 if [ "$ACCESS_LOG" = 1 ]; then DL_ACCESS=true; NGINX_ACCESS="access_log $RUN/nginx.access.log;"; else DL_ACCESS=false; NGINX_ACCESS="access_log off;"; fi
-cat >"$RUN/darklight.yaml" <<EOF
-listen: [127.0.0.1:$DARKLIGHT_PORT]
+export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
+# on/off as YAML.
+yaml_bool() { [ "$1" = 1 ] && echo true || echo false; }
+start_darklight() { # target: its configuration in $RUN/TARGET.yaml, its log in $RUN/TARGET.log
+    local target=$1 telemetry cookies correlation attribution
+    read -r telemetry cookies correlation attribution <<<"$(features_of "$target")"
+    cat >"$RUN/$target.yaml" <<EOF
+listen: [127.0.0.1:${DL_PORTS[$target]}]
 server: {threads: $PROXY_THREADS, grace_period: 1s, shutdown_timeout: 1s}
 log: {level: warn, access_log: $DL_ACCESS}
 sites:
@@ -249,23 +294,27 @@ sites:
       - /
       - {path: '/articles/**', name: '/articles/{slug}'}
 attribution:
-  enabled: $([ "${DL_ATTRIBUTION:-1}" = 1 ] && echo true || echo false)
-  cookies: {secret_env: $([ "${DL_COOKIES:-1}" = 1 ] && echo LOAD_COOKIE_SECRET || echo LOAD_NO_SECRET)}
-correlation: {enabled: $([ "${DL_CORRELATION:-1}" = 1 ] && echo true || echo false)}
+  enabled: $(yaml_bool "$attribution")
+  cookies: {secret_env: $([ "$cookies" = 1 ] && echo LOAD_COOKIE_SECRET || echo LOAD_NO_SECRET)}
+correlation: {enabled: $(yaml_bool "$correlation")}
 telemetry:
-  enabled: $([ "${DL_TELEMETRY:-1}" = 1 ] && echo true || echo false)
+  enabled: $(yaml_bool "$telemetry")
   exporter: otlp
   otlp: {protocol: grpc, endpoint: 'http://127.0.0.1:$SINK_PORT', timeout: 5s}
   sampler: ${DL_SAMPLER:-always_on}
   batch: {scheduled_delay: 1s, max_export_batch_size: ${DL_BATCH:-512}}
 EOF
-export LOAD_COOKIE_SECRET=0123456789abcdef0123456789abcdef-load-test
-"$DARKLIGHT" check --config "$RUN/darklight.yaml" >/dev/null
-env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT -u OTEL_TRACES_EXPORTER \
-    RUST_LOG=warn taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$DARKLIGHT" run --config "$RUN/darklight.yaml" \
-    2>"$RUN/darklight.log" &
-DARKLIGHT_PID=$!
-PIDS+=($DARKLIGHT_PID)
+    "$DARKLIGHT" check --config "$RUN/$target.yaml" >/dev/null
+    env -u OTEL_EXPORTER_OTLP_ENDPOINT -u OTEL_EXPORTER_OTLP_TRACES_ENDPOINT -u OTEL_TRACES_EXPORTER \
+        RUST_LOG=warn taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$DARKLIGHT" run --config "$RUN/$target.yaml" \
+        2>"$RUN/$target.log" &
+    DL_PIDS[$target]=$!
+    PIDS+=($!)
+}
+# darklight always runs: it mints the returning visitor's cookies and carries the soak.
+start_darklight darklight
+DARKLIGHT_PID=${DL_PIDS[darklight]}
+for target in ${VARIANTS[@]+"${VARIANTS[@]}"}; do start_darklight "$target"; done
 
 # --- plain Pingora --------------------------------------------------------------------------------
 taskset -c "$PROXY_CPUS" ${WRAP[@]+"${WRAP[@]}"} "$PLAIN" "127.0.0.1:$PLAIN_PORT" "127.0.0.1:$ORIGIN_PORT" "$PROXY_THREADS" \
@@ -300,7 +349,7 @@ taskset -c "$PROXY_CPUS" "$NGINX" -e "$RUN/proxy.error.log" -p "$RUN" -c "$RUN/p
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
 
-for port in $ORIGIN_PORT $SINK_PORT $DARKLIGHT_PORT $PLAIN_PORT $NGINX_PORT; do wait_port "$port"; done
+for port in $ORIGIN_PORT $SINK_PORT $PLAIN_PORT $NGINX_PORT "${DL_PORTS[@]}"; do wait_port "$port"; done
 
 # A returning visitor's signed cookies, minted by darklight itself.
 export DL_COOKIE
@@ -310,16 +359,26 @@ DL_COOKIE=$(curl -s -m 5 -o /dev/null -D - -H 'Host: news.example.com' \
     | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\);.*/\1/p' | paste -sd';' | sed 's/;/; /g')
 [ -n "$DL_COOKIE" ] || [ "${DL_COOKIES:-1}" != 1 ] || [ "${DL_ATTRIBUTION:-1}" != 1 ] || die "darklight set no cookie (logs: $(tail -3 "$RUN/darklight.log"))"
 
-port_of() { case $1 in darklight) echo "$DARKLIGHT_PORT" ;; plain) echo "$PLAIN_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac; }
-pid_of() { case $1 in darklight) echo "$DARKLIGHT_PID" ;; plain) echo "$PLAIN_PID" ;; nginx) echo "$NGINX_PID" ;; esac; }
+port_of() { case $1 in darklight*) echo "${DL_PORTS[$1]}" ;; plain) echo "$PLAIN_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac; }
+pid_of() { case $1 in darklight*) echo "${DL_PIDS[$1]}" ;; plain) echo "$PLAIN_PID" ;; nginx) echo "$NGINX_PID" ;; esac; }
+NGINX_LABEL="nginx $("$NGINX" -v 2>&1 | sed 's|.*/||')"
 label_of() {
     case $1 in
-        darklight) if [ "${DL_TELEMETRY:-1}${DL_COOKIES:-1}${DL_CORRELATION:-1}${DL_ATTRIBUTION:-1}" = 1111 ]; then
+        darklight) if [ "$(features_of darklight)" = "1 1 1 1" ]; then
                 echo "darklight (all features)"; else echo "darklight (features off)"; fi ;;
+        darklight-off) echo "darklight, every feature off" ;;
+        darklight-no-*) echo "darklight, ${1#darklight-no-} off" ;;
         plain) echo "plain Pingora 0.9" ;;
-        nginx) echo "nginx $("$NGINX" -v 2>&1 | sed 's|.*/||')" ;;
+        nginx) echo "$NGINX_LABEL" ;;
     esac
 }
+# The tables' first column fits the longest label.
+LABEL_W=24
+for target in $TARGETS; do
+    label=$(label_of "$target")
+    [ "${#label}" -le "$LABEL_W" ] || LABEL_W=${#label}
+done
+LABEL_RULE=$(printf '%*s' $((LABEL_W + 2)) '' | tr ' ' '-')
 # The process and its children (nginx's workers).
 tree_of() { echo "$1"; pgrep -P "$1" || true; }
 # CPU time (clock ticks) used so far by a process tree.
@@ -399,10 +458,10 @@ if [ "$ROUNDS" -gt 0 ]; then
     [ "$RATE" -gt 0 ] && pace="each connection pausing ${WRK_DELAY_MS} ms between requests (RATE $RATE)"
     echo "darklight load comparison: $ROUNDS rounds x ${DURATION}s, wrk -t$WRK_THREADS -c$CONNECTIONS, $pace, proxies on CPU $PROXY_CPUS ($PROXY_THREADS thread(s)), load on CPU $LOAD_CPUS; medians over rounds"
     echo
-    printf '| %-24s | %10s | %8s | %8s | %11s | %13s | %6s |\n' proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "peak RSS MiB" errors
-    echo "|--------------------------|-----------:|---------:|---------:|------------:|--------------:|-------:|"
+    printf "| %-${LABEL_W}s | %10s | %8s | %8s | %11s | %13s | %6s |\n" proxy "requests/s" "p50 ms" "p99 ms" "CPU us/req" "peak RSS MiB" errors
+    echo "|$LABEL_RULE|-----------:|---------:|---------:|------------:|--------------:|-------:|"
     for target in $TARGETS; do
-        printf '| %-24s | %10.0f | %8.2f | %8.2f | %11.1f | %13.1f | %6d |\n' "$(label_of "$target")" \
+        printf "| %-${LABEL_W}s | %10.0f | %8.2f | %8.2f | %11.1f | %13.1f | %6d |\n" "$(label_of "$target")" \
             "$(col "$target" 3)" "$(awk -v v="$(col "$target" 4)" 'BEGIN {print v / 1000}')" \
             "$(awk -v v="$(col "$target" 5)" 'BEGIN {print v / 1000}')" "$(col "$target" 7)" \
             "$(awk -v v="$(peak_rss_kb "$(pid_of "$target")")" 'BEGIN {print v / 1024}')" \
@@ -418,13 +477,41 @@ if [ "$ROUNDS" -gt 0 ]; then
     ratio() { awk -v a="$(col "$1" "$3")" -v b="$(col "$2" "$3")" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
     case " $TARGETS " in *" darklight "*)
         case " $TARGETS " in *" plain "*)
-            echo "darklight / plain Pingora: throughput $(ratio darklight plain 3), p50 $(ratio darklight plain 4), p99 $(ratio darklight plain 5), CPU per request $(ratio darklight plain 7)" ;;
+            echo "darklight / plain Pingora: throughput $(ratio darklight plain 3), p50 $(ratio darklight plain 4), p99 $(ratio darklight plain 5), CPU per request $(ratio darklight plain 7)"
+            for target in ${VARIANTS[@]+"${VARIANTS[@]}"}; do
+                echo "$(label_of "$target") / plain Pingora: throughput $(ratio "$target" plain 3), p99 $(ratio "$target" plain 5), CPU per request $(ratio "$target" plain 7)"
+            done ;;
         esac
         case " $TARGETS " in *" nginx "*)
             echo "darklight / nginx:         throughput $(ratio darklight nginx 3), p50 $(ratio darklight nginx 4), p99 $(ratio darklight nginx 5), CPU per request $(ratio darklight nginx 7)" ;;
         esac
+        if [ "${#VARIANTS[@]}" -gt 0 ]; then
+            # CPU per request of `a` less that of `b`, round by round: "median min max".
+            cpu_gap() {
+                awk -v a="$1" -v b="$2" '$1 == a {x[$2] = $7} $1 == b {y[$2] = $7}
+                    END { for (r in x) if (r in y) print x[r] - y[r] }' "$RESULTS" | sort -n \
+                    | awk '{v[NR] = $1} END { if (NR) printf "%.1f %.1f %.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
+            }
+            echo
+            echo "What darklight's work costs, in CPU us a request: darklight less the variant without that work, round by round (median, and the lowest and highest round):"
+            for target in "${VARIANTS[@]}"; do
+                case $target in
+                    darklight-off) what="every feature" ;;
+                    darklight-no-attribution) what="attribution (its headers and cookies)" ;;
+                    *) what=${target#darklight-no-} ;;
+                esac
+                read -r gap low high <<<"$(cpu_gap darklight "$target")"
+                printf '  %-52s %6s us  (rounds %s to %s)\n' "$what" "$gap" "$low" "$high"
+            done
+            case " $TARGETS " in *" darklight-off "*)
+                case " $TARGETS " in *" plain "*)
+                    read -r gap low high <<<"$(cpu_gap darklight-off plain)"
+                    printf '  %-52s %6s us  (rounds %s to %s)\n' "the proxy around them (every feature off less plain)" "$gap" "$low" "$high" ;;
+                esac ;;
+            esac
+        fi
         sleep 2 # the last batch of spans
-        echo "spans received by the OTLP sink: $(cat "$RUN/spans" 2>/dev/null || echo 0); telemetry warnings (dropped or lost spans): $(grep -c 'darklight::telemetry' "$RUN/darklight.log" || true)"
+        echo "spans received by the OTLP sink (from every darklight target): $(cat "$RUN/spans" 2>/dev/null || echo 0); telemetry warnings (dropped or lost spans): $(grep -c 'darklight::telemetry' "$RUN/darklight.log" || true)"
         # The warnings are rate-limited; each carries the running total, so the last is a floor.
         last_total() { grep -oE "$1[\"=:]+[0-9]+" "$RUN/darklight.log" | tail -1 | grep -oE '[0-9]+$' || echo 0; }
         echo "spans darklight reported, at least: dropped at its full queue $(last_total dropped_spans), lost in failed exports $(last_total lost_spans)"
@@ -441,11 +528,11 @@ if [ "$INSTRUCTIONS" = 1 ]; then
     echo "darklight instruction count: ${DURATION}s of the request mix per proxy under callgrind, wrk -t$WRK_THREADS -c$CONNECTIONS; every thread of the proxy counted"
     echo
     if [ "$CACHE_SIM" = 1 ]; then
-        printf '| %-24s | %9s | %20s | %16s | %16s |\n' proxy requests "instructions/request" "L1 misses/req" "LL misses/req"
-        echo "|--------------------------|----------:|---------------------:|-----------------:|-----------------:|"
+        printf "| %-${LABEL_W}s | %9s | %20s | %16s | %16s |\n" proxy requests "instructions/request" "L1 misses/req" "LL misses/req"
+        echo "|$LABEL_RULE|----------:|---------------------:|-----------------:|-----------------:|"
     else
-        printf '| %-24s | %9s | %20s |\n' proxy requests "instructions/request"
-        echo "|--------------------------|----------:|---------------------:|"
+        printf "| %-${LABEL_W}s | %9s | %20s |\n" proxy requests "instructions/request"
+        echo "|$LABEL_RULE|----------:|---------------------:|"
     fi
     for target in $TARGETS; do
         pid=$(pid_of "$target")
@@ -467,9 +554,9 @@ if [ "$INSTRUCTIONS" = 1 ]; then
         echo "$target $1 $((total / $1)) $dump $misses" >>"$RESULTS"
         if [ -n "$misses" ]; then
             # shellcheck disable=SC2086 # the two counts, one column each
-            printf '| %-24s | %9d | %20d | %16s | %16s |\n' "$(label_of "$target")" "$1" "$((total / $1))" $misses
+            printf "| %-${LABEL_W}s | %9d | %20d | %16s | %16s |\n" "$(label_of "$target")" "$1" "$((total / $1))" $misses
         else
-            printf '| %-24s | %9d | %20d |\n' "$(label_of "$target")" "$1" "$((total / $1))"
+            printf "| %-${LABEL_W}s | %9d | %20d |\n" "$(label_of "$target")" "$1" "$((total / $1))"
         fi
     done
     echo
