@@ -486,11 +486,12 @@ if [ "$ROUNDS" -gt 0 ]; then
             echo "darklight / nginx:         throughput $(ratio darklight nginx 3), p50 $(ratio darklight nginx 4), p99 $(ratio darklight nginx 5), CPU per request $(ratio darklight nginx 7)" ;;
         esac
         if [ "${#VARIANTS[@]}" -gt 0 ]; then
-            # CPU per request of `a` less that of `b`, round by round: "median min max".
+            # CPU per request of `a` less that of `b`, round by round: "median lowest highest".
             cpu_gap() {
-                awk -v a="$1" -v b="$2" '$1 == a {x[$2] = $7} $1 == b {y[$2] = $7}
-                    END { for (r in x) if (r in y) print x[r] - y[r] }' "$RESULTS" | sort -n \
-                    | awk '{v[NR] = $1} END { if (NR) printf "%.1f %.1f %.1f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2, v[1], v[NR] }'
+                local gaps
+                gaps=$(awk -v a="$1" -v b="$2" '$1 == a {x[$2] = $7} $1 == b {y[$2] = $7}
+                    END { for (r in x) if (r in y) printf "%.1f\n", x[r] - y[r] }' "$RESULTS" | sort -n)
+                echo "$(median <<<"$gaps") $(head -1 <<<"$gaps") $(tail -1 <<<"$gaps")"
             }
             echo
             echo "What darklight's work costs, in CPU us a request: darklight less the variant without that work, round by round (median, and the lowest and highest round):"
