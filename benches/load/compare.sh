@@ -357,7 +357,8 @@ DL_COOKIE=$(curl -s -m 5 -o /dev/null -D - -H 'Host: news.example.com' \
     -A 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36' \
     "http://127.0.0.1:$DARKLIGHT_PORT/articles/2026/09/why-nobody-sees-dark-social" \
     | sed -n 's/^[Ss]et-[Cc]ookie: \([^;]*\);.*/\1/p' | paste -sd';' | sed 's/;/; /g')
-[ -n "$DL_COOKIE" ] || [ "${DL_COOKIES:-1}" != 1 ] || [ "${DL_ATTRIBUTION:-1}" != 1 ] || die "darklight set no cookie (logs: $(tail -3 "$RUN/darklight.log"))"
+read -r _ dl_cookies _ dl_attribution <<<"$(features_of darklight)"
+[ -n "$DL_COOKIE" ] || [ "$dl_cookies" != 1 ] || [ "$dl_attribution" != 1 ] || die "darklight set no cookie (logs: $(tail -3 "$RUN/darklight.log"))"
 
 port_of() { case $1 in darklight*) echo "${DL_PORTS[$1]}" ;; plain) echo "$PLAIN_PORT" ;; nginx) echo "$NGINX_PORT" ;; esac; }
 pid_of() { case $1 in darklight*) echo "${DL_PIDS[$1]}" ;; plain) echo "$PLAIN_PID" ;; nginx) echo "$NGINX_PID" ;; esac; }
@@ -622,7 +623,7 @@ if [ "$PROFILE" = 1 ]; then
     echo
     header=$(printf '| %-44s' where) rule="|----------------------------------------------"
     for target in $TARGETS; do
-        header="$header$(printf ' | %24s' "$(label_of "$target")")" rule="$rule|-------------------------:"
+        header="$header$(printf " | %${LABEL_W}s" "$(label_of "$target")")" rule="$rule|${LABEL_RULE%-}:"
     done
     echo "$header |"
     echo "$rule|"
@@ -641,7 +642,7 @@ if [ "$PROFILE" = 1 ]; then
         esac
         row=$(printf "| %-44s" "$label")
         for target in $TARGETS; do
-            row="$row$(printf ' | %24s' "$(awk -v t="$target" -v b="$bucket" '$1 == t && $2 == b {v = $3} END {printf "%.1f", v + 0}' "$RESULTS")")"
+            row="$row$(printf " | %${LABEL_W}s" "$(awk -v t="$target" -v b="$bucket" '$1 == t && $2 == b {v = $3} END {printf "%.1f", v + 0}' "$RESULTS")")"
         done
         echo "$row |"
     done
